@@ -1,0 +1,1 @@
+"""The captioning model: encoder, decoder, beam search, training, export (TensorFlow only)."""

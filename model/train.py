@@ -1,0 +1,258 @@
+"""`altbeam train`: teacher-forced training of the caption decoder on cached features.
+
+The encoder is frozen and its features were computed once (`altbeam features`), so an
+epoch over Flickr8k is minutes on two cores. Early stopping watches CIDEr-D on a
+validation set carved out of the training split (the dev split stays for reporting).
+
+A run folder holds everything needed to resume or export::
+
+    RUN/config.json  RUN/vocab.json  RUN/history.json
+    RUN/checkpoints/  (latest, for --resume)   RUN/best/  (best validation CIDEr)
+    RUN/tensorboard/
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from model.config import ModelConfig
+from model.decoder import CaptionDecoder
+from model.features_io import FeatureSet, load_split
+from model.vocab import PAD_ID, Vocabulary
+
+
+def encode_pairs(data: FeatureSet, vocab: Vocabulary, max_length: int):
+    """Every (image index, token ids) pair of a split."""
+    return [(i, vocab.encode(c, max_length)) for i, caps in enumerate(data.captions) for c in caps]
+
+
+def batches(pairs, batch_size: int, rng: np.random.Generator):
+    """Shuffled batches, roughly length-bucketed (less padding, same randomness)."""
+    order = rng.permutation(len(pairs))
+    chunk = batch_size * 32
+    for s in range(0, len(order), chunk):
+        block = sorted(order[s:s + chunk], key=lambda k: len(pairs[k][1]))
+        groups = [block[j:j + batch_size] for j in range(0, len(block), batch_size)]
+        for g in rng.permutation(len(groups)):
+            yield [pairs[k] for k in groups[g]]
+
+
+def pad(seqs) -> np.ndarray:
+    out = np.full((len(seqs), max(map(len, seqs))), PAD_ID, np.int32)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return out
+
+
+class Trainer:
+    """Owns the decoder, optimiser and the compiled train step."""
+
+    def __init__(self, config: ModelConfig, embeddings: np.ndarray | None = None):
+        self.config = config
+        self.decoder = CaptionDecoder(config, embeddings)
+        import keras
+        self.optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=5.0)
+        L, C = config.grid_cells, config.feature_channels
+        self.train_step = tf.function(self._train_step, input_signature=[
+            tf.TensorSpec([None, L, C], tf.float16), tf.TensorSpec([None, None], tf.int32)])
+
+    def _train_step(self, features, tokens):
+        c = self.config
+        with tf.GradientTape() as tape:
+            logits, alpha = self.decoder.teacher_forced(features, tokens, training=True)
+            targets = tokens[:, 1:]
+            mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+            labels = tf.one_hot(targets, c.vocab_size)
+            if c.label_smoothing:
+                labels = labels * (1 - c.label_smoothing) + c.label_smoothing / c.vocab_size
+            xent = tf.nn.softmax_cross_entropy_with_logits(labels, logits)
+            loss = tf.reduce_sum(xent * mask) / tf.reduce_sum(mask)
+            if c.decoder == "attention" and c.attention_penalty:
+                # Doubly stochastic attention: each cell attended ~once over the caption.
+                coverage = tf.reduce_sum(alpha * mask[..., None], axis=1)
+                loss += c.attention_penalty * tf.reduce_mean(tf.reduce_sum(
+                    tf.square(1.0 - coverage), axis=-1)) / tf.cast(tf.shape(alpha)[-1], tf.float32)
+        variables = self.decoder.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return tf.reduce_sum(xent * mask) / tf.reduce_sum(mask)
+
+
+def decode_features(decoder, features: np.ndarray, beam_width: int, max_length: int,
+                    length_alpha: float, words: list[str], batch: int = 128) -> list[str]:
+    """Best caption per image, straight from cached features (no encoder)."""
+    from model.beam_search import beam_search, tokens_to_text
+    table = tf.constant(words)
+    search = tf.function(lambda f: tokens_to_text(table, beam_search(
+        decoder, f, beam_width, max_length, length_alpha)["tokens"][:, 0]))
+    out = []
+    for s in range(0, len(features), batch):
+        out += [t.decode() for t in search(tf.constant(features[s:s + batch])).numpy()]
+    return out
+
+
+def validate(decoder, data: FeatureSet, config: ModelConfig, words: list[str],
+             beam_width: int | None = None) -> dict:
+    from model.metrics import score_captions
+    hyps = decode_features(decoder, data.features, beam_width or config.beam_width,
+                           config.max_length, config.length_alpha, words)
+    refs = {i: caps for i, caps in zip(data.image_ids, data.captions)}
+    return score_captions(refs, dict(zip(data.image_ids, hyps)), scorers=("bleu", "cider"),
+                          tokenizer="simple")
+
+
+def carve_validation(train: FeatureSet, n: int, seed: int) -> tuple[FeatureSet, FeatureSet]:
+    order = np.random.default_rng(seed).permutation(len(train))
+    return train.subset(sorted(order[n:])), train.subset(sorted(order[:n]))
+
+
+def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int = 500,
+          limit: int | None = None, resume: bool = False, glove: str | None = None) -> dict:
+    os.makedirs(run_dir, exist_ok=True)
+    full = load_split(features_dir, "train", limit)
+    config = config.replace(grid=int(np.sqrt(full.features.shape[1])),
+                            feature_channels=full.features.shape[2],
+                            encoder=full.encoder or config.encoder,
+                            image_size=full.image_size or config.image_size)
+    train_set, val_set = carve_validation(full, min(val_images, len(full) // 5), config.seed)
+    vocab_path = os.path.join(run_dir, "vocab.json")
+    if resume and os.path.exists(vocab_path):
+        vocab = Vocabulary.load(vocab_path)
+    else:
+        vocab = Vocabulary.build((c for caps in train_set.captions for c in caps),
+                                 config.min_word_count)
+        vocab.save(vocab_path)
+    config = config.replace(vocab_size=len(vocab))
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write(config.to_json())
+    embeddings = load_glove(glove, vocab, config.embedding_dim) if glove else None
+    trainer = Trainer(config, embeddings)
+    epoch_var, best_var = tf.Variable(0), tf.Variable(-1.0)
+    ckpt = tf.train.Checkpoint(decoder=trainer.decoder, optimizer=trainer.optimizer,
+                               epoch=epoch_var, best=best_var)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "checkpoints"), 2)
+    history_path = os.path.join(run_dir, "history.json")
+    history = []
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint)
+        history = json.load(open(history_path)) if os.path.exists(history_path) else []
+        print(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch_var)})", flush=True)
+    pairs = encode_pairs(train_set, vocab, config.max_length)
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+    rng = np.random.default_rng(config.seed + int(epoch_var))
+    print(f"training {config.decoder} decoder: {len(train_set)} images, {len(pairs)} captions, "
+          f"vocab {len(vocab)}, validation {len(val_set)} images", flush=True)
+    stale = sum(1 for _ in range(0))
+    if history:
+        best_epoch = max(history, key=lambda h: h["val_cider"])["epoch"]
+        stale = int(epoch_var) - best_epoch
+    while int(epoch_var) < config.epochs and stale < config.patience:
+        epoch = int(epoch_var) + 1
+        lr = config.learning_rate * (0.8 ** max(0, epoch - 3))
+        trainer.optimizer.learning_rate.assign(lr)
+        start, losses, n_batches = time.time(), [], (len(pairs) + config.batch_size - 1) // config.batch_size
+        for step, batch in enumerate(batches(pairs, config.batch_size, rng), 1):
+            idx = [i for i, _ in batch]
+            loss = trainer.train_step(tf.constant(full_features(train_set, idx)),
+                                      tf.constant(pad([s for _, s in batch])))
+            losses.append(float(loss))
+            if step % 100 == 0:
+                rate = step / (time.time() - start)
+                print(f"  epoch {epoch} step {step}/{n_batches} loss {np.mean(losses[-100:]):.3f} "
+                      f"({rate:.1f} steps/s, ~{(n_batches - step) / rate:.0f} s left)", flush=True)
+        train_s = time.time() - start
+        scores = validate(trainer.decoder, val_set, config, vocab.words)
+        record = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr,
+                  "val_cider": scores["CIDEr"], "val_bleu4": scores["BLEU-4"],
+                  "train_seconds": round(train_s, 1)}
+        history.append(record)
+        with writer.as_default():
+            for k in ("loss", "val_cider", "val_bleu4", "lr"):
+                tf.summary.scalar(k, record[k], step=epoch)
+        improved = scores["CIDEr"] > float(best_var)
+        if improved:
+            best_var.assign(scores["CIDEr"])
+            tf.train.Checkpoint(decoder=trainer.decoder).write(os.path.join(run_dir, "best", "ckpt"))
+        stale = 0 if improved else stale + 1
+        epoch_var.assign(epoch)
+        manager.save()
+        json.dump(history, open(history_path, "w"), indent=2)
+        print(f"epoch {epoch}: loss {record['loss']:.3f}  val CIDEr {scores['CIDEr']:.3f}  "
+              f"BLEU-4 {scores['BLEU-4']:.3f}  ({train_s:.0f} s){'  *best' if improved else ''}",
+              flush=True)
+    return {"run_dir": run_dir, "history": history, "best_val_cider": float(best_var),
+            "config": dataclasses.asdict(config)}
+
+
+def full_features(data: FeatureSet, idx) -> np.ndarray:
+    return data.features[idx]
+
+
+def load_glove(path: str, vocab: Vocabulary, dim: int) -> np.ndarray:
+    """Embedding matrix from a GloVe-format text file (word v1 v2 ...); others random."""
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(0, 0.1, (len(vocab), dim)).astype(np.float32)
+    found = 0
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            word, *values = line.rstrip().split(" ")
+            if word in vocab.index:
+                if len(values) != dim:
+                    raise ValueError(f"{path}:{line_no}: {len(values)} values for {word!r}, "
+                                     f"expected embedding_dim={dim}")
+                matrix[vocab.index[word]] = np.asarray(values, np.float32)
+                found += 1
+    print(f"GloVe: {found}/{len(vocab)} words initialised from {path}", flush=True)
+    return matrix
+
+
+def load_decoder(run_dir: str, which: str = "best") -> tuple[CaptionDecoder, Vocabulary, ModelConfig]:
+    """Rebuild a trained decoder from a run folder (``best`` or ``latest`` weights)."""
+    config = ModelConfig.from_json(open(os.path.join(run_dir, "config.json")).read())
+    vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+    decoder = CaptionDecoder(config)
+    if which == "best" and tf.io.gfile.exists(os.path.join(run_dir, "best", "ckpt.index")):
+        tf.train.Checkpoint(decoder=decoder).read(os.path.join(run_dir, "best", "ckpt")).expect_partial()
+    else:
+        latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+        if not latest:
+            raise FileNotFoundError(f"no checkpoint in {run_dir}: train first")
+        tf.train.Checkpoint(decoder=decoder).read(latest).expect_partial()
+    return decoder, vocab, config
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="altbeam train", description=__doc__.split("\n")[0])
+    ap.add_argument("--features", required=True, help="folder written by `altbeam features`")
+    ap.add_argument("--out", required=True, help="run folder (config, vocab, checkpoints)")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    ap.add_argument("--val-images", type=int, default=500,
+                    help="training images held out for early stopping")
+    ap.add_argument("--limit", type=int, help="use only the first N training images")
+    ap.add_argument("--glove", help="GloVe-format text file to initialise word embeddings")
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in ("vocab_size", "grid", "feature_channels", "image_size", "encoder"):
+            continue
+        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    return ap.parse_args(argv)
+
+
+def main(argv) -> int:
+    args = parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    config = ModelConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    result = train(config, args.features, args.out, args.val_images, args.limit, args.resume,
+                   args.glove)
+    print(f"best validation CIDEr {result['best_val_cider']:.3f}; run folder {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

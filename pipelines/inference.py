@@ -101,11 +101,18 @@ class LoadedModel:
         if spec.shape[1] is not None and spec.shape[1] != image_size:
             raise ValueError(f"{path}: signature takes {spec.shape[1]} px images but "
                              f"image_size is {image_size}")
+        self.image_size = image_size
         self.devices = [d.name for d in tf.config.list_logical_devices("GPU")] or ["CPU"]
 
     def caption(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import tensorflow as tf
 
+        # Concrete functions do not check static shapes: a wrong size would be
+        # captioned silently, so refuse it here.
+        expected = (self.image_size, self.image_size, 3)
+        if images.dtype != np.uint8 or images.shape[1:] != expected:
+            raise ValueError(f"model takes uint8 images of shape {expected}, "
+                             f"got {images.dtype} {images.shape[1:]}")
         out = self._fn(**{self._input_name: tf.constant(images, dtype=tf.uint8)})
         return out["captions"].numpy(), out["scores"].numpy()
 

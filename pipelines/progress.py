@@ -90,14 +90,20 @@ class ProgressReporter(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval):
-            line = format_progress(read_counts(self._dir), time.monotonic() - self._start)
-            if line.split("  ")[:5] != self._last_line.split("  ")[:5]:  # skip idle repeats
-                print(line, file=self._stream, flush=True)
-                self._last_line = line
+            self._report()
+
+    def _report(self) -> None:
+        line = format_progress(read_counts(self._dir), time.monotonic() - self._start)
+        if line.split("  ")[:5] != self._last_line.split("  ")[:5]:  # skip idle repeats
+            print(line, file=self._stream, flush=True)
+            self._last_line = line
 
     def stop(self) -> None:
+        """Stop, printing the final counts if they changed since the last line."""
         self._stop_event.set()
-        self.join(timeout=2)
+        if self.is_alive():
+            self.join(timeout=2)
+            self._report()
 
 
 class TallyEach(beam.DoFn):

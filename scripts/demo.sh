@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# README command 1: set up, caption the bundled sample photos with the bundled default
+# model into a Parquet catalog, and print a few rows.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+CATALOG="${1:-out/demo-catalog}"
+echo "[altbeam demo] altbeam caption samples/photos --catalog $CATALOG" >&2
+.venv/bin/altbeam caption samples/photos --catalog "$CATALOG"
+echo "[altbeam demo] altbeam query $CATALOG \"SELECT ...\"" >&2
+.venv/bin/altbeam query "$CATALOG" \
+    "SELECT regexp_extract(uri, '[^/]+$') AS file, caption, round(score, 2) AS score
+     FROM catalog ORDER BY file LIMIT 8"

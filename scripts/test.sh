@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# README command 2: set up (with the test extras, exiftool, Java, Chromium), lint, and
+# run the whole test suite. .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ALTBEAM_SETUP_EXTRAS=test bash scripts/setup.sh
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}" NO_GCE_CHECK=true
+echo "[altbeam tests] ruff check ." >&2
+.venv/bin/ruff check .
+echo "[altbeam tests] pytest" >&2
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,44 @@
+"""Evaluation: preprocessing matches serving; the CLI scores a model next to baselines."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.decode_for_eval import load_pixels
+from model.evaluate import format_table, main
+from pipelines.decode import decode_image
+
+
+@pytest.mark.parametrize("size", [32, 224, 260])
+def test_eval_pixels_match_the_pipeline_decoder(sample_photos, size):
+    for photo in sorted(sample_photos.glob("*.jpg"))[:6]:
+        served = decode_image(photo.read_bytes(), size, str(photo)).pixels
+        np.testing.assert_array_equal(load_pixels(str(photo), size), served)
+
+
+def test_format_table_aligns_systems_and_metrics():
+    text = format_table({"model": {"BLEU-4": 0.2, "CIDEr": 0.5}, "nn": {"BLEU-4": 0.1}})
+    lines = text.splitlines()
+    assert lines[0].split() == ["system", "BLEU-4", "CIDEr"]
+    assert lines[1].split() == ["model", "0.200", "0.500"] and lines[2].split()[-1] == "-"
+
+
+def test_evaluate_cli_scores_an_exported_model(tmp_path, sample_photos, capsys):
+    from model.tiny import export_tiny_model
+    model = export_tiny_model(str(tmp_path / "tiny"))
+    rows = [{"image": p.name, "caption": "a dog on the grass", "split": "dev"}
+            for p in sorted(sample_photos.glob("*.jpg"))[:4]]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for p in sorted(sample_photos.glob("*.jpg"))[:4]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "scores.json"
+    code = main(["--model", model, "--dataset", str(tmp_path / "pairs.jsonl"), "--split", "dev",
+                 "--tokenizer", "simple", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 4
+    scores = next(iter(result["scores"].values()))
+    assert 0.0 <= scores["BLEU-4"] <= 1.0 and "CIDEr" in scores
+    assert "BLEU-4" in capsys.readouterr().out

@@ -168,7 +168,7 @@ def test_killed_run_then_rerun_completes_catalog(sample_photos, contract_model, 
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if glob.glob(f"{cat}/catalog/beam-temp-*"):
+            if glob.glob(f"{cat}/catalog/beam-temp-*/*"):  # a shard being written
                 break
             time.sleep(0.02)
     finally:

@@ -16,7 +16,7 @@ import duckdb
 
 from pipelines.catalog_api import CatalogError, connect
 from pipelines.report_html import ReportData, render
-from pipelines.report_thumbs import make_thumbnails
+from pipelines.report_thumbs import fit_side, make_thumbnails
 
 IMAGE_COLUMNS = ("uri, caption, score, captions, scores, model_version, capture_time, "
                  "camera_make, camera_model, existing_alt_text")
@@ -66,7 +66,9 @@ def gather(catalog: str, *, max_images: int = 10000, max_errors: int = 1000,
     total = con.sql("SELECT count(*) FROM catalog").fetchall()[0][0]
     images = _rows(con, f"SELECT {IMAGE_COLUMNS} FROM catalog ORDER BY uri LIMIT $n",
                    {"n": max_images})
-    thumbs = make_thumbnails([r["uri"] for r in images], thumb_side, budget_bytes)
+    # Many images: smaller thumbnails first, placeholders only past the budget.
+    side = fit_side(len(images), budget_bytes, thumb_side)
+    thumbs = make_thumbnails([r["uri"] for r in images], side, budget_bytes)
     errors = _rows(con, UNRESOLVED_ERRORS_SQL)
     writeback = _rows(con, "SELECT action, count(*) AS n FROM writeback "
                            "GROUP BY action ORDER BY n DESC, action")
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="thumbnail budget in MB; later images get a placeholder "
                              "(default 20)")
     parser.add_argument("--thumb-size", type=int, default=160,
-                        help="thumbnail bounding box in pixels (default 160)")
+                        help="largest thumbnail side in pixels (default 160; smaller "
+                             "when many images must fit --max-mb)")
     parser.add_argument("--page-size", type=int, default=60,
                         help="images per page in the browser (default 60)")
     args = parser.parse_args(argv)

@@ -379,7 +379,7 @@ def test_query_real_caption_pipeline_output(sample_photos, contract_model, tmp_p
 
     out = tmp_path / "catalog"
     status = caption.main([str(sample_photos), "--catalog", str(out),
-                           "--model", str(contract_model)])
+                           "--model", str(contract_model), "--no-progress"])
     assert status in (0, None)
     capsys.readouterr()
     status, text, err = run_query(capsys, out, "SELECT count(*) AS n, "

@@ -107,12 +107,20 @@ def test_report_content_and_escaping(catalog, photos, tmp_path, capsys):
     assert "written" in page and "skipped" in page   # writeback counts
 
 
-def test_size_budget_limits_thumbnails(catalog, tmp_path):
-    page = build(catalog, tmp_path / "small.html", "--max-mb", "0.03")
-    shown = page.count('src="data:image/jpeg;base64,')
-    assert 0 < shown < 19
-    assert "page size budget" in page
-    assert len(page.encode()) < 0.03 * (1 << 20) + 60_000
+def _sides(page: str) -> list[int]:
+    return [max(int(w), int(h)) for w, h in re.findall(r'width="(\d+)" height="(\d+)"', page)]
+
+
+def test_size_budget_shrinks_then_limits_thumbnails(catalog, tmp_path):
+    roomy = _sides(build(catalog, tmp_path / "roomy.html"))
+    assert len(roomy) == 19 and set(roomy) == {160}
+    shrunk = _sides(build(catalog, tmp_path / "shrunk.html", "--max-mb", "0.06"))
+    assert len(shrunk) == 19 and max(shrunk) < 160       # smaller, but every one shown
+    tight = build(catalog, tmp_path / "tight.html", "--max-mb", "0.01")
+    shown = tight.count('src="data:image/jpeg;base64,')
+    assert 0 < shown < 19 and "page size budget" in tight
+    thumbs = sum(len(u) for u in re.findall(r'src="(data:[^"]+)"', tight))
+    assert thumbs <= 0.01 * (1 << 20)
 
 
 def test_max_images_note(catalog, tmp_path):

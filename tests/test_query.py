@@ -265,6 +265,9 @@ def test_cli_dispatch_runs_query(catalog, capsys):
 
     assert main(["query", str(catalog), "SELECT 42 AS answer"]) == 0
     assert "42" in capsys.readouterr().out
+    assert main(["query", str(catalog), "SELECT count(*) AS n FROM catalog", "--all-runs",
+                 "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 21}]
 
 
 # --- altbeam search ------------------------------------------------------------------

@@ -22,6 +22,8 @@ from schemas.catalog import CATALOG_SCHEMA
 from tests.browser import Browser, chromium_or_skip
 from tests.test_query import CAPTIONS, make_catalog
 
+pytest_plugins = ["tests.gcs_emulator"]
+
 EVIL_NAME = "<img src=x onerror=alert(1)>.jpg"
 EVIL_CAPTION = "</script><script>alert(2)</script> a dog & a <b>cat</b>"
 EVIL_MESSAGE = "cannot decode <script>alert(3)</script>: bad \"quote\" 'here'"
@@ -236,3 +238,21 @@ def test_catalog_schema_is_what_the_report_reads():
     # The report selects these columns by name: fail loudly if the schema renames one.
     wanted = {c.strip() for c in report.IMAGE_COLUMNS.split(",")}
     assert wanted <= set(CATALOG_SCHEMA.names)
+
+
+@pytest.mark.slow   # Beam retries Google credentials ~25 s once per process without ADC
+def test_report_from_gcs_catalog_of_gcs_images(tmp_path, sample_photos, gcs_bucket, gcs_emulator):
+    local = sorted(sample_photos.glob("*.jpg"))[:4]
+    uris = gcs_emulator.upload_dir(gcs_bucket, sample_photos, prefix="photos")
+    gs_photos = [u for u in uris if u.endswith(tuple(p.name for p in local))]
+    cat = make_catalog(tmp_path / "cat", local)
+    for shard in (cat / "catalog").glob("*.parquet"):      # point the rows at gs://
+        rows = pq.read_table(shard).to_pylist()
+        by_name = {u.rsplit("/", 1)[-1]: u for u in gs_photos}
+        for r in rows:
+            r["uri"] = by_name[pathlib.Path(r["uri"]).name]
+        pq.write_table(pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA), shard)
+    gcs_emulator.upload_dir(gcs_bucket, cat, prefix="catalog")
+    page = build(f"gs://{gcs_bucket.name}/catalog", tmp_path / "gcs.html")
+    assert page.count('src="data:image/jpeg;base64,') == 4
+    assert html.escape(gs_photos[0]) in page

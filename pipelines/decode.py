@@ -92,10 +92,12 @@ class DecodedImage:
 
 
 def decode_image(data: bytes, size: int, uri: str,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
+                 use_draft: bool = True) -> DecodedImage:
     """Turn a file's bytes into an RGB ``size`` x ``size`` uint8 array plus metadata.
 
     Raises ImageDecodeError (never anything else) naming ``uri`` and the reason.
+    ``use_draft=False`` turns off JPEG draft decoding (for benchmarks).
     """
     if not data:
         raise ImageDecodeError(uri, "empty_file", "file is empty (0 bytes)")
@@ -105,7 +107,7 @@ def decode_image(data: bytes, size: int, uri: str,
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             im.seek(0)
-            return _decode_opened(im, size, uri, max_pixels)
+            return _decode_opened(im, size, uri, max_pixels, use_draft)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -123,7 +125,7 @@ def decode_image(data: bytes, size: int, uri: str,
 
 
 def _decode_opened(im: Image.Image, size: int, uri: str,
-                   max_pixels: int | None) -> DecodedImage:
+                   max_pixels: int | None, use_draft: bool = True) -> DecodedImage:
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError(uri, "bad_dimensions", f"declares {width}x{height} pixels")
@@ -139,7 +141,7 @@ def _decode_opened(im: Image.Image, size: int, uri: str,
     metadata = ImageMetadata(width=width, height=height, format=im.format)
     _read_metadata(im, exif, metadata)
 
-    if im.format == "JPEG":
+    if im.format == "JPEG" and use_draft:
         # libjpeg scales by 1/2..1/8 while decoding; it never goes below (size, size).
         im.draft(None, (size, size))
     im.load()

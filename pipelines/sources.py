@@ -143,8 +143,17 @@ class ExpandInput(beam.DoFn):
 
     def _walk(self, root: str):
         real_root = os.path.realpath(root)
+        seen = {real_root}
         for dirpath, dirnames, filenames in os.walk(root, followlinks=self._follow):
-            dirnames.sort()  # without --follow-symlinks os.walk skips symlinked dirs
+            # Without --follow-symlinks os.walk skips symlinked dirs; with it, never
+            # enter the same real directory twice (symlink cycles).
+            keep = []
+            for d in sorted(dirnames):
+                real = os.path.realpath(os.path.join(dirpath, d))
+                if real not in seen:
+                    seen.add(real)
+                    keep.append(d)
+            dirnames[:] = keep
             for name in sorted(filenames):
                 path = os.path.join(dirpath, name)
                 if _has_image_extension(name, self._extensions):

@@ -262,3 +262,29 @@ def test_progress_lines_and_summary(sample_photos, contract_model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "altbeam: 4/4 images  captioned 4" in proc.stderr
     assert "captioned 4, skipped unchanged 0, failed 0" in proc.stderr
+
+
+def test_listing_symlink_policy_and_cycles(sample_photos, tmp_path):
+    from pipelines.sources import ExpandInput, FileRecord, ListError
+
+    root = copy_photos(sample_photos, tmp_path / "root", 1)
+    outside = copy_photos(sample_photos, tmp_path / "outside", 2)
+    (root / "linked_dir").symlink_to(outside, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)       # a cycle
+
+    def listed(follow):
+        fn = ExpandInput(follow_symlinks=follow)
+        fn.setup()
+        out = list(fn.process(str(root)))
+        return ({o.uri for o in out if isinstance(o, FileRecord)},
+                {o.uri for o in out if not isinstance(o, FileRecord)})
+
+    files, errors = listed(False)
+    assert files == {str(p) for p in root.glob("*.jpg")} and not errors
+    files, errors = listed(True)              # follows the folder link, once; no loop
+    assert len(files) == 3 and not errors
+    missing = ExpandInput()
+    missing.setup()
+    out = list(missing.process(str(tmp_path / "nope")))
+    assert len(out) == 1 and isinstance(out[0].value, ListError)
+    assert out[0].value.error_type == "not_found"

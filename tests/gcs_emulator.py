@@ -11,8 +11,11 @@ Why Beam honours it: Beam 2.77's ``gcsio`` builds a ``google.cloud.storage.Clien
 with no Google credentials on the machine it falls back to an anonymous client, and
 the storage client library sends every request to ``STORAGE_EMULATOR_HOST`` when that
 variable is set. ``NO_GCE_CHECK=true`` stops google-auth probing a metadata server.
-Beam caches its GcsIO client per process, so the variable must be set before the first
-``gs://`` access of the process: the fixture sets it at session start.
+Beam looks its credentials up once per process and caches the answer; without any
+credentials, google-auth fails fast but Beam retries the lookup with exponential
+back-off (about 25 s) before going anonymous. The fixture therefore primes that
+cache with "no credentials" (Beam's private ``_Credentials`` cache, restored at
+teardown), which is exactly the state Beam would reach by itself, minus the wait.
 """
 from __future__ import annotations
 
@@ -69,6 +72,18 @@ def _wait_until_up(host: str, proc: subprocess.Popen, timeout: float = 30.0) -> 
     raise RuntimeError(f"gcp-storage-emulator did not answer on {host} within {timeout}s")
 
 
+def _prime_beam_anonymous_credentials():
+    """Tell Beam's credential cache there are none (skips ~25 s of retries)."""
+    try:
+        from apache_beam.internal.gcp.auth import _Credentials
+    except ImportError:  # pragma: no cover - Beam layout changed: just wait instead
+        return None, (False, None)
+    saved = (_Credentials._credentials_init, _Credentials._credentials)
+    with _Credentials._credentials_lock:
+        _Credentials._credentials_init, _Credentials._credentials = True, None
+    return _Credentials, saved
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory):
     """Start gcp-storage-emulator on 127.0.0.1 for the session; yield a GcsEmulator."""
@@ -82,16 +97,21 @@ def gcs_emulator(tmp_path_factory):
                "--port", str(port), "--quiet", "--in-memory"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}
+    beam_auth = None
+    beam_auth_saved = (False, None)
     try:
         _wait_until_up(host, proc)
         os.environ["STORAGE_EMULATOR_HOST"] = host
         os.environ["NO_GCE_CHECK"] = "true"
+        beam_auth, beam_auth_saved = _prime_beam_anonymous_credentials()
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
         client = storage.Client(project="test", credentials=AnonymousCredentials())
         yield GcsEmulator(host=host, client=client)
     finally:
+        if beam_auth is not None:
+            beam_auth._credentials_init, beam_auth._credentials = beam_auth_saved
         proc.terminate()
         try:
             proc.wait(timeout=10)

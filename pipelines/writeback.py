@@ -63,6 +63,45 @@ class ReadLatestCatalog(beam.PTransform):
                 | "DropKey" >> beam.Values())
 
 
+def _follow_writes(keyed):
+    """(uri, {"rows": [row], "writes": [(before, after)]}) -> the row with the hashes of
+    the versions altbeam itself produced from the catalogued file (so a re-run still
+    recognises a file it wrote as "the catalogued one")."""
+    _, joined = keyed
+    after = dict(joined["writes"])
+    for row in joined["rows"]:
+        chain, sha = [], row["sha256"]
+        while sha in after and after[sha] not in chain and len(chain) < 1000:
+            sha = after[sha]
+            chain.append(sha)
+        yield {**row, "_produced_sha256": chain}
+
+
+class AttachOwnWrites(beam.PTransform):
+    """Catalog rows -> the same rows plus ``_produced_sha256`` from CATALOG/writeback."""
+
+    def __init__(self, catalog: str):
+        super().__init__()
+        self._catalog = catalog
+
+    def expand(self, rows):
+        if not finalized_shards(self._catalog, "writeback"):
+            return rows
+        writes = (rows.pipeline
+                  | "ReadWritebackLog" >> beam.io.ReadFromParquet(
+                      table_dir(self._catalog, "writeback") + "/run-*.parquet",
+                      columns=["uri", "action", "sha256_before", "sha256_after"])
+                  | "OnlyWritten" >> beam.Filter(
+                      lambda r: r["action"] == "written" and r["sha256_after"]
+                      and r["sha256_before"] and r["sha256_before"] != r["sha256_after"])
+                  | "KeyWrites" >> beam.Map(
+                      lambda r: (r["uri"], (r["sha256_before"], r["sha256_after"]))))
+        keyed = rows | "KeyRows" >> beam.Map(lambda r: (r["uri"], r))
+        return ({"rows": keyed, "writes": writes}
+                | "JoinWrites" >> beam.CoGroupByKey()
+                | "FollowWrites" >> beam.FlatMap(_follow_writes))
+
+
 def _split_collisions(keyed, run_id: str):
     """(sidecar name, rows): several images sharing one stem-named sidecar are all skipped."""
     name, rows = keyed
@@ -149,7 +188,9 @@ class WriteWritebackLog(beam.PTransform):
 def build(p: beam.Pipeline, catalog: str, options: WritebackOptions,
           batch_size: int = 16) -> dict:
     """Add the writeback job to ``p``; return {"decisions", "log_files"}."""
-    rows = p | "ReadLatestCatalog" >> ReadLatestCatalog(catalog)
+    rows = (p
+            | "ReadLatestCatalog" >> ReadLatestCatalog(catalog)
+            | "AttachOwnWrites" >> AttachOwnWrites(catalog))
     decisions = rows | "WriteAltText" >> WriteAltText(options, batch_size)
     log_files = decisions | "WriteWritebackLog" >> WriteWritebackLog(catalog, options.run_id)
     return {"decisions": decisions, "log_files": log_files}

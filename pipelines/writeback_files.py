@@ -173,9 +173,10 @@ class Annotator:
         else:
             item = self._prepare_local(row, side_uri, use_sidecar)
         sha = _sha256(item.original)
-        if sha != row["sha256"]:
+        if sha != row["sha256"] and sha not in (row.get("_produced_sha256") or ()):
             raise Skip(f"changed_since_catalogued: {uri}: sha256 is {sha[:12]}…, the catalog "
-                       f"row has {row['sha256'][:12]}…; caption it again first")
+                       f"row has {row['sha256'][:12]}… (nor is it a version altbeam wrote); "
+                       "caption it again first")
         return item
 
     def _prepare_local(self, row: dict, side: str, use_sidecar: bool) -> Item:

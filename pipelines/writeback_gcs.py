@@ -57,8 +57,9 @@ class GcsObjects:
             if required:
                 raise FileNotFoundError(f"{uri}: object not found")
             return RemoteObject(uri, local_path, None)
-        blob.download_to_filename(local_path, if_generation_match=blob.generation)
-        return RemoteObject(uri, local_path, int(blob.generation), blob)
+        generation = int(blob.generation)   # the download may reset it from its headers
+        blob.download_to_filename(local_path, if_generation_match=generation)
+        return RemoteObject(uri, local_path, generation, blob)
 
     def upload(self, obj: RemoteObject) -> None:
         """Upload ``obj.local_path`` over exactly the generation read (or only if absent)."""

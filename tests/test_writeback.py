@@ -10,7 +10,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +27,7 @@ from pipelines.writeback_files import Annotator, WritebackOptions
 from pipelines.writeback_rules import pixel_frames
 from schemas import CATALOG_SCHEMA, WRITEBACK_SCHEMA
 
+pytest_plugins = ["tests.gcs_emulator"]
 pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool missing")
 
 CAPTION = "a dog runs on the beach\n-with = <b>&amp;</b> $HOME @x"
@@ -314,9 +318,6 @@ def test_kill_mid_run_leaves_files_whole(sample_photos, tmp_path):
     originals = {p: sha(p) for p in paths}
     pixels = {p: pixel_frames(str(p)) for p in paths}
     cat = catalog(tmp_path, paths)
-    import signal
-    import sys
-    import time
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "writeback", str(cat),
                              "--quiet", "--batch-size", "1"], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -334,3 +335,74 @@ def test_kill_mid_run_leaves_files_whole(sample_photos, tmp_path):
         assert tags(p)["XMP-iptcCore:AltTextAccessibility"] == CAPTION, p.name
         assert pixel_frames(str(p)) == pixels[p]
     assert 3 <= written < len(paths)
+
+
+def test_caption_then_writeback_end_to_end(sample_photos, contract_model, tmp_path):
+    from pipelines import caption
+
+    folder = tmp_path / "photos"
+    paths = [photo(sample_photos, folder, f"{i}.jpg", index=i) for i in range(3)]
+    cat = tmp_path / "cat"
+    summary = caption.run([str(folder), "--catalog", str(cat), "--model", str(contract_model),
+                           "--no-progress"])
+    assert summary["captioned"] == 3
+    result, by_name = run(cat)
+    assert result["counts"] == {"written": 3}
+    rows = {os.path.basename(r["uri"]): r for r in read_table_rows(str(cat), "catalog")}
+    for p in paths:
+        t = tags(p)
+        assert t["XMP-iptcCore:AltTextAccessibility"] == rows[p.name]["caption"]
+        assert t["XMP-altbeam:ModelVersion"] == rows[p.name]["model_version"]
+
+
+def test_gcs_objects_with_generation_checks(gcs_emulator, gcs_bucket, sample_photos, tmp_path):
+    from pipelines.writeback_gcs import GcsObjects
+
+    local = tmp_path / "up"
+    for i in range(3):
+        photo(sample_photos, local, f"{i}.jpg", index=i)
+    gcs_emulator.upload_dir(gcs_bucket, local, "photos")
+    blob = gcs_bucket.get_blob("photos/0.jpg")
+    blob.content_type, blob.metadata = "image/jpeg", {"owner": "ann"}
+    blob.patch()
+    uris = [f"gs://{gcs_bucket.name}/photos/{i}.jpg" for i in range(3)]
+    cat = catalog(tmp_path, [local / f"{i}.jpg" for i in range(3)])
+    table = pq.read_table(next((cat / "catalog").glob("*.parquet"))).to_pylist()
+    rows = [{**r, "uri": u} for r, u in zip(table, uris)]
+    generations = {u: gcs_bucket.get_blob(u.split("/", 3)[3]).generation for u in uris}
+
+    class Racing(GcsObjects):
+        """Someone else rewrites photos/2.jpg right after the writeback downloaded it."""
+
+        def download(self, uri, local_path, required=True):
+            obj = super().download(uri, local_path, required)
+            if uri.endswith("/2.jpg"):
+                gcs_bucket.blob("photos/2.jpg").upload_from_string(b"someone else's bytes")
+            return obj
+
+    with ExifToolSession() as session:
+        annotator = Annotator(WritebackOptions(run_id="g1"), session,
+                              gcs=Racing(gcs_emulator.client))
+        by_name = {os.path.basename(d["uri"]): d for d in annotator.annotate(rows)}
+        side = Annotator(WritebackOptions(run_id="g2", sidecar=True), session,
+                         gcs=GcsObjects(gcs_emulator.client))
+        now = hashlib.sha256(gcs_bucket.blob("photos/1.jpg").download_as_bytes()).hexdigest()
+        (side_decision,) = side.annotate([{**rows[1], "sha256": now}])
+        annotator.close()
+        side.close()
+    assert by_name["0.jpg"]["action"] == "written" and by_name["1.jpg"]["action"] == "written"
+    assert by_name["2.jpg"]["action"] == "skipped"
+    assert by_name["2.jpg"]["reason"].startswith("concurrent_change")
+    assert gcs_bucket.blob("photos/2.jpg").download_as_bytes() == b"someone else's bytes"
+    got = tmp_path / "got.jpg"
+    fresh = gcs_bucket.get_blob("photos/0.jpg")
+    fresh.download_to_filename(got)
+    assert tags(got)["XMP-iptcCore:AltTextAccessibility"] == CAPTION
+    assert pixel_frames(str(got)) == pixel_frames(str(local / "0.jpg"))
+    assert fresh.generation != generations[uris[0]]
+    assert (fresh.content_type, fresh.metadata) == ("image/jpeg", {"owner": "ann"})
+    assert side_decision["action"] == "written", side_decision["reason"]
+    assert side_decision["target"] == uris[1] + ".xmp"
+    # photos/1.jpg already carries our alt text; its new sidecar is ours too
+    sidecar = gcs_bucket.get_blob("photos/1.jpg.xmp")
+    assert sidecar is not None and b"AltTextAccessibility" in sidecar.download_as_bytes()

@@ -8,7 +8,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 from model.export import export
 from model.features_io import load_split
@@ -29,7 +29,7 @@ def features_dir(tmp_path_factory, sample_photos):
              for i, p in enumerate(photos)]
     items.append({"image_id": "missing.jpg", "path": str(sample_photos / "missing.jpg"),
                   "split": "train", "captions": ["nothing"]})
-    with TestPipeline() as p:
+    with BeamTestPipeline() as p:
         build_features(p, items, out, ["train", "dev"], encoder="tiny", batch_size=4,
                        num_shards=2)
     return out

@@ -263,8 +263,8 @@ def main(argv=None) -> int:
     ]
     if same is not None:
         lines.append(f"greedy captions equal in (a) and (b1): {same}/{len(files)} "
-                     "(differences: Keras nearest-neighbour resize vs Pillow, float16 "
-                     "decoder weights in the export)")
+                     "(differences: load_img's nearest-neighbour resize vs altbeam's "
+                     "draft + bilinear, float16 decoder weights in the export)")
     lines += [f"note:     {n}" for n in notes]
     print("\n".join(lines))
     bc.write_json(args.json, {

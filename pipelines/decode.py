@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import io
 import re
@@ -111,6 +112,10 @@ def decode_image(data: bytes, size: int, uri: str,
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
+        kind = sniff_format(data)
+        if kind:  # the right magic bytes, but a header Pillow rejects
+            raise ImageDecodeError(uri, "corrupt_header", f"starts like a {kind} file but "
+                                   "its header is corrupt (Pillow cannot read it)") from None
         raise ImageDecodeError(uri, "not_an_image",
                                "not a recognised image format (Pillow cannot identify it)") from None
     except Image.DecompressionBombError as e:
@@ -119,9 +124,22 @@ def decode_image(data: bytes, size: int, uri: str,
         raise ImageDecodeError(uri, "out_of_memory", "ran out of memory decoding the image") from None
     except Exception as e:  # noqa: BLE001
         # Pillow reports truncated/corrupt data with OSError, SyntaxError, ValueError,
-        # struct.error ... depending on the plugin; keep its wording.
-        raise ImageDecodeError(uri, type(e).__name__,
-                               f"cannot decode image data: {e or type(e).__name__}") from None
+        # struct.error ... depending on the plugin; keep its wording, name the kind.
+        text = str(e) or type(e).__name__
+        kind = "truncated" if "truncated" in text.lower() else "corrupt_data"
+        raise ImageDecodeError(uri, kind, f"cannot decode image data ({type(e).__name__}): "
+                               f"{text}") from None
+
+
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+          (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format that ``data``'s first bytes announce, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
 
 
 def _decode_opened(im: Image.Image, size: int, uri: str,
@@ -275,6 +293,24 @@ def parse_xmp_descriptions(packet: bytes) -> tuple[str | None, str | None]:
             alt(f"{{{_NS['Iptc4xmpCore']}}}AltTextAccessibility"))
 
 
+def read_error_type(exc: BaseException) -> str:
+    """A short, specific error_type for a failed read/stat/list (local or object storage)."""
+    names = {type(exc).__name__}
+    names.update(type(e).__name__ for e in (exc.__cause__, exc.__context__) if e is not None)
+    if isinstance(exc, FileNotFoundError) or names & {"NotFound"}:
+        return "not_found"
+    if isinstance(exc, PermissionError) or names & {"Forbidden", "Unauthorized"}:
+        return "permission_denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is_a_directory"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "symlink_loop"
+    if names & {"RetryError", "ServiceUnavailable", "InternalServerError", "GatewayTimeout",
+                "BadGateway", "TooManyRequests"}:
+        return "storage_unavailable"
+    return type(exc).__name__
+
+
 # --- the Beam step ---------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -321,8 +357,9 @@ class ReadAndDecode(beam.DoFn):
         try:
             data = self._read(uri)
         except Exception as e:  # noqa: BLE001 - one unreadable file must not stop the run
-            yield self._error(StageError(uri, "read", type(e).__name__,
-                                         f"{uri}: cannot read file: {e}"))
+            # Deleted since listing, no permission, object-storage failure after retries.
+            yield self._error(StageError(uri, "read", read_error_type(e),
+                                         f"{uri}: cannot read file: {type(e).__name__}: {e}"))
             return
         if self._max_file_size and len(data) > self._max_file_size:
             yield self._error(StageError(

@@ -17,13 +17,14 @@ that local directories are walked with ``os.walk`` so symlinks can be policed:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.decode import HEIF_SUPPORTED
+from pipelines.decode import HEIF_SUPPORTED, read_error_type
 from pipelines.progress import Tally
 
 IMAGE_EXTENSIONS = frozenset(
@@ -144,7 +145,18 @@ class ExpandInput(beam.DoFn):
     def _walk(self, root: str):
         real_root = os.path.realpath(root)
         seen = {real_root}
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=self._follow):
+        unlistable: list[ListError] = []
+
+        def walk_error(e: OSError):
+            # os.walk skips a folder it cannot list; say so instead of losing its files.
+            where = e.filename or root
+            unlistable.append(ListError(where, read_error_type(e),
+                                        f"{where}: cannot list folder: {e.strerror or e}"))
+
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=self._follow,
+                                                    onerror=walk_error):
+            yield from unlistable
+            unlistable.clear()
             # Without --follow-symlinks os.walk skips symlinked dirs; with it, never
             # enter the same real directory twice (symlink cycles).
             keep = []
@@ -158,17 +170,25 @@ class ExpandInput(beam.DoFn):
                 path = os.path.join(dirpath, name)
                 if _has_image_extension(name, self._extensions):
                     yield self._local_file(path, real_root)
+        yield from unlistable
 
     def _local_file(self, path: str, real_root: str):
+        # One file that vanished or loops fails alone, never the whole folder's listing.
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return ListError(path, "symlink_loop",
+                                 f"{path}: symlink loop (too many levels of symbolic links)")
+            if e.errno == errno.ENOENT and os.path.islink(path):
+                return ListError(path, "broken_symlink", f"{path}: symlink target "
+                                 f"{os.path.realpath(path)} does not exist")
+            return ListError(path, read_error_type(e), f"{path}: cannot stat: {e.strerror or e}")
         real = os.path.realpath(path)
-        if not os.path.exists(real):
-            return ListError(path, "broken_symlink",
-                             f"{path}: symlink target {real} does not exist")
         if not self._follow and not _within(real, real_root):
             return ListError(path, "symlink_outside_root",
                              f"{path}: symlink to {real}, outside the input root "
                              f"{real_root}; not followed (pass --follow-symlinks to allow)")
-        st = os.stat(real)
         return FileRecord(uri=path, size_bytes=st.st_size, mtime_us=st.st_mtime_ns // 1000)
 
     # -- any other Beam filesystem ------------------------------------------------

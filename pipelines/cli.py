@@ -7,6 +7,7 @@ after the subcommand) and returning an exit status.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -20,6 +21,29 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("model.evaluate:main", "score a model with BLEU/METEOR/ROUGE-L/CIDEr"),
     "export": ("model.export:main", "export a trained checkpoint as a serving SavedModel"),
 }
+
+
+# Run ids name files (CATALOG/<table>/run-<id>-….parquet, CATALOG/runs/<id>.json), so
+# they may hold no path separator and no "..": a crafted id cannot leave the catalog.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is safe as part of a file name; ValueError naming the rule if not."""
+    if not RUN_ID.fullmatch(run_id or "") or ".." in run_id:
+        raise ValueError(f"--run-id {run_id!r}: use 1-128 letters, digits, '_', '-' or "
+                         "'.', starting with a letter or digit, without '..' (it names "
+                         "the catalog's files)")
+    return run_id
+
+
+def _run_id_arg(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--run-id":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if arg.startswith("--run-id="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _usage() -> str:
@@ -48,14 +72,30 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"altbeam: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    run_id = _run_id_arg(rest)
+    if run_id:
+        try:
+            check_run_id(run_id)
+        except ValueError as e:
+            print(f"altbeam {name}: {e}", file=sys.stderr)
+            return 2
+    from pipelines.redact import RedactingStream, install_log_redaction
+
+    # Untrusted names and library errors reach logs and stderr: strip credentials
+    # (signed URLs, tokens, keys) from both, whatever prints them.
+    install_log_redaction()
+    stderr, sys.stderr = sys.stderr, RedactingStream(sys.stderr)
     target = SUBCOMMANDS[name][0]
     module_name, func_name = target.split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
     try:
+        func = getattr(importlib.import_module(module_name), func_name)
         return int(func(rest) or 0)
     except KeyboardInterrupt:
         print("altbeam: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stderr.flush()
+        sys.stderr = stderr
 
 
 if __name__ == "__main__":

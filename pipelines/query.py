@@ -46,6 +46,32 @@ def check_read_only(sql: str) -> None:
         verb = words[0].upper() if words else kind.name
         raise QueryRefused(f"altbeam query is read-only: {verb} statements are not "
                            "allowed (only SELECT / WITH … SELECT / DESCRIBE / EXPLAIN)")
+    if kind == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE runs the statement it explains: that one must be a SELECT too.
+        inner = _explained(statements[0].query)
+        inner_kinds = [s.type for s in duckdb.extract_statements(inner)] if inner else []
+        if inner_kinds != [duckdb.StatementType.SELECT]:
+            words = inner.split()
+            verb = words[0].upper() if words else "nothing"
+            raise QueryRefused(f"altbeam query is read-only: EXPLAIN of {verb} is not "
+                               "allowed (only EXPLAIN [ANALYZE] SELECT …)")
+
+
+def _explained(sql: str) -> str:
+    """The statement an EXPLAIN statement explains (past EXPLAIN, ANALYZE, (options))."""
+    tokens = [p for p, t in duckdb.tokenize(sql) if t != duckdb.token_type.comment]
+    i = 1                                           # tokens[0] is EXPLAIN
+    if i < len(tokens) and sql[tokens[i]:tokens[i] + 7].upper() in ("ANALYZE", "ANALYSE"):
+        i += 1
+    if i < len(tokens) and sql[tokens[i]] == "(":   # EXPLAIN (FORMAT json, ANALYZE) …
+        depth = 0
+        while i < len(tokens):
+            ch = sql[tokens[i]]
+            depth += (ch == "(") - (ch == ")")
+            i += 1
+            if depth == 0:
+                break
+    return sql[tokens[i]:] if i < len(tokens) else ""
 
 
 def _check_out(out: str | None, catalog: str) -> None:

@@ -1,7 +1,9 @@
 """The report's HTML: one self-contained page (inline CSS, a little inline JS, data URIs).
 
 Every string from the catalog (file names, captions, error messages, EXIF text) goes
-through :func:`esc`, in text and in attributes alike. A Content-Security-Policy allows
+through :func:`esc`, in text and in attributes alike; error messages and thumbnail
+failure reasons also go through :func:`pipelines.redact.redact` (catalogs written
+before redaction existed, or by other tools, may hold credentials in them). A Content-Security-Policy allows
 only this page's own style and script (by hash) and ``data:`` images, so even a
 markup slip could not run injected script or fetch anything.
 """
@@ -13,6 +15,7 @@ import hashlib
 import html
 import math
 
+from pipelines.redact import redact
 from pipelines.report_thumbs import Thumbnail
 
 CSS = """
@@ -133,7 +136,7 @@ def _card(row: dict, thumb: Thumbnail) -> str:
                    f'height="{thumb.height}" loading="lazy" decoding="async">')
     else:
         picture = (f'<div class="missing" role="img" aria-label="{esc(alt_text)} (no preview)">'
-                   f"no preview<br>{esc(thumb.reason)}</div>")
+                   f"no preview<br>{esc(redact(thumb.reason))}</div>")
     alternatives = list(zip(row.get("captions") or [], row.get("scores") or []))[1:]
     alts = ""
     if alternatives:
@@ -173,8 +176,8 @@ def render(data: ReportData) -> str:
     cards = "".join(_card(r, t) for r, t in zip(data.images, data.thumbnails))
     if data.errors:
         errors = _table(["file", "stage", "error", "message", "run", "at"],
-                        [[e["uri"], e["stage"], e["error_type"], e["message"], e["run_id"],
-                          e["occurred_at"]] for e in data.errors])
+                        [[redact(e["uri"]), e["stage"], e["error_type"], redact(e["message"]),
+                          e["run_id"], e["occurred_at"]] for e in data.errors])
         if data.total_errors > len(data.errors):
             errors += (f'<p class="muted">{len(data.errors):,} of {data.total_errors:,} '
                        "unresolved errors shown.</p>")

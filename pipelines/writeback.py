@@ -236,6 +236,10 @@ def run(argv: list[str] | None = None) -> dict:
     args, beam_argv = ap.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     if args.batch_size < 1:
         ap.error("--batch-size must be at least 1")
+    if args.run_id:   # it names the log's shards: never a path out of the catalog
+        from pipelines.cli import check_run_id
+
+        check_run_id(args.run_id)
     fields = ["alt_text"] + [f for f in ("xmp_description", "exif_description",
                                          "iptc_caption") if getattr(args, f)]
     options = WritebackOptions(

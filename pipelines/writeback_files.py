@@ -15,6 +15,7 @@ import tempfile
 import uuid
 
 from pipelines.exiftool_session import ExifResult, ExifToolSession, file_arg
+from pipelines.redact import redact
 from pipelines.writeback_gcs import ConcurrentChange, GcsObjects, RemoteObject
 from pipelines.writeback_rules import (
     DEFAULT_FIELDS,
@@ -217,6 +218,9 @@ class Annotator:
             remote_side = self.gcs.download(side_uri, stem + ".xmp", required=False)
         except FileNotFoundError as e:
             raise Skip(f"missing: {e}") from e
+        except Exception as e:  # noqa: BLE001 - 403, network: this object fails alone
+            raise Skip(f"unreadable: {uri}: cannot download: {type(e).__name__}: {e}",
+                       "failed") from e
         with open(remote.local_path, "rb") as f:
             original = f.read()
         before = None
@@ -389,10 +393,10 @@ class Annotator:
 
 def decision_row(row: dict, action: str, reason: str, run_id: str, item: Item | None = None,
                  sha_after: str | None = None) -> dict:
-    """One WRITEBACK_SCHEMA row."""
+    """One WRITEBACK_SCHEMA row (the reason may quote library errors: redacted)."""
     use_sidecar = bool(item and item.use_sidecar)
     return {
-        "uri": row["uri"], "action": action, "reason": reason,
+        "uri": row["uri"], "action": action, "reason": redact(reason),
         "fields": [FIELDS[f][0] for f in item.fields] if item and item.fields else [],
         "target": item.sidecar_uri if use_sidecar else row["uri"],
         "caption": row.get("caption"), "score": row.get("score"),

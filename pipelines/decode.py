@@ -367,7 +367,8 @@ class ReadAndDecode(beam.DoFn):
                 f"{self._max_file_size:,} bytes (--max-file-size) while being read"))
             return
         sha = hashlib.sha256(data).hexdigest()
-        if record.known_sha256 and record.known_sha256 == sha:
+        if record.known_sha256 and (sha == record.known_sha256
+                                    or sha in getattr(record, "known_versions", ())):
             self._tally.add("unchanged")
             self._tally.add("done")
             yield beam.pvalue.TaggedOutput("unchanged", uri)

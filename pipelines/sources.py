@@ -43,6 +43,9 @@ class FileRecord:
     size_bytes: int
     mtime_us: int | None                  # microseconds since the epoch, UTC
     known_sha256: str | None = None       # catalogued hash, when size/mtime changed
+    # Versions altbeam's writeback produced from the catalogued bytes (same pixels,
+    # alt text added): reading one of these means the image itself is unchanged.
+    known_versions: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

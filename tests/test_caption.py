@@ -288,3 +288,44 @@ def test_listing_symlink_policy_and_cycles(sample_photos, tmp_path):
     out = list(missing.process(str(tmp_path / "nope")))
     assert len(out) == 1 and isinstance(out[0].value, ListError)
     assert out[0].value.error_type == "not_found"
+
+
+def test_write_metadata_end_to_end(sample_photos, contract_model, tmp_path, capsys):
+    """--write-metadata: caption, then the same run writes the alt text into the files."""
+    import json as _json
+
+    src, cat = tmp_path / "in", tmp_path / "cat"
+    src.mkdir()
+    for p in photos(sample_photos)[:3]:
+        (src / os.path.basename(p)).write_bytes(open(p, "rb").read())   # writable copies
+    with Image.open(photos(sample_photos)[3]) as im:
+        im.convert("RGB").save(src / "old.bmp", "BMP")                   # not writable
+    args = [src, "--catalog", cat, "--model", contract_model, "--write-metadata",
+            "--xmp-description", "--run-id", "wm1"]
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()}
+    assert run_cli(*args) == 0
+    assert "metadata: written 3, skipped 1, failed 0" in capsys.readouterr().err
+    rows = {os.path.basename(r["uri"]): r for r in catalog_rows(cat)}
+    assert len(rows) == 4
+    out = subprocess.run(["exiftool", "-j", "-G1", "-n", *sorted(map(str, src.iterdir()))],
+                         capture_output=True, check=True)
+    tags = {os.path.basename(t["SourceFile"]): t for t in _json.loads(out.stdout)}
+    for name, row in rows.items():
+        if name == "old.bmp":
+            assert "XMP-iptcCore:AltTextAccessibility" not in tags[name]
+            assert hashlib.sha256((src / name).read_bytes()).hexdigest() == before[name]
+            continue
+        assert tags[name]["XMP-iptcCore:AltTextAccessibility"] == row["caption"]
+        assert tags[name]["XMP-dc:Description"] == row["caption"]
+        assert tags[name]["XMP-altbeam:RunId"] == "wm1"
+    log = duckdb.sql(f"SELECT uri, action, run_id FROM read_parquet('{cat}/writeback/run-*.parquet')"
+                     ).fetchall()
+    assert sorted((os.path.basename(u), a, r) for u, a, r in log) == [
+        (n, "skipped" if n == "old.bmp" else "written", "wm1") for n in sorted(rows)]
+    # Incremental: nothing new, nothing captioned, nothing written again.
+    again = caption.run([*map(str, args[:-2]), "--no-progress"])
+    assert (again["captioned"], again["writeback"]) == (0, {})
+    # Writeback options without --write-metadata are a usage error.
+    with pytest.raises(SystemExit) as e:
+        caption.main([str(src), "--catalog", str(cat), "--min-score", "-1"])
+    assert e.value.code == 2

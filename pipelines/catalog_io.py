@@ -77,9 +77,14 @@ def catalog_row(info: ImageInfo, captions: list[str], scores: list[float],
 
 
 def error_row(err, run_id: str) -> dict:
-    """A StageError (or sources.ListError, stage "list") as an ERRORS_SCHEMA row."""
-    return {"uri": err.uri, "stage": getattr(err, "stage", "list"),
-            "error_type": err.error_type, "message": err.message, "run_id": run_id,
+    """A StageError (or sources.ListError, stage "list") as an ERRORS_SCHEMA row.
+
+    uri and message are redacted: an input URI or a library's error text may carry
+    a credential (signed URL, userinfo, bearer token); see pipelines/redact.py."""
+    from pipelines.redact import redact
+
+    return {"uri": redact(err.uri), "stage": getattr(err, "stage", "list"),
+            "error_type": err.error_type, "message": redact(err.message), "run_id": run_id,
             "occurred_at": dt.datetime.now(UTC)}
 
 

@@ -5,13 +5,15 @@ the whole search compiles into the exported SavedModel. Greedy decoding is K = 1
 
 Scores: the search keeps raw summed log-probabilities; finished beams are ranked by
 ``log p / length ** alpha`` (alpha = 0: raw log-probability, 1: per-word mean), where
-length counts the words plus <end>. The returned scores are the ranking scores.
+length counts the words plus <end>. The returned ``scores`` are length-normalised
+(``log p / length``, a per-word confidence comparable across captions of any length);
+they are in ranking order, which is also descending order when alpha = 1.
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
-from model.vocab import END_ID, PAD_ID, START_ID
+from model.vocab import END_ID, PAD_ID, START_ID, UNK_ID
 
 NEG_INF = -1e9
 
@@ -21,9 +23,12 @@ def _gather_beams(x, beam_idx):
     return tf.gather(x, beam_idx, axis=1, batch_dims=1)
 
 
-def beam_search(decoder, features, beam_width: int, max_length: int, length_alpha: float = 0.0):
+def beam_search(decoder, features, beam_width: int, max_length: int, length_alpha: float = 0.0,
+                ban_unk: bool = False):
     """features [N, L, C] -> dict(tokens [N, K, T] int32, scores [N, K], lengths [N, K],
     log_probs [N, K], attention [N, K, T, L]); beams sorted best first.
+
+    ban_unk: never emit <unk> (served captions must not contain it).
 
     Tokens after a beam's <end> are <pad>; ``lengths`` counts words including <end>.
     """
@@ -49,6 +54,8 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     pad_row = tf.one_hot(PAD_ID, vocab, on_value=0.0, off_value=NEG_INF)
     # Live beams never emit <pad> or <start>.
     banned = tf.one_hot(PAD_ID, vocab) + tf.one_hot(START_ID, vocab)
+    if ban_unk:
+        banned += tf.one_hot(UNK_ID, vocab)
 
     def body(t, last, h, c, log_probs, tokens, attention, finished, lengths):
         logits, h, c, alpha = decoder.step(last, h, c, feats, projected)
@@ -89,11 +96,12 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
                           tf.TensorShape([None, K])])
 
     length_f = tf.cast(tf.maximum(lengths, 1), tf.float32)
-    scores = log_probs / tf.pow(length_f, length_alpha) if length_alpha else log_probs
-    order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+    rank = log_probs / tf.pow(length_f, length_alpha) if length_alpha else log_probs
+    order = tf.argsort(rank, axis=1, direction="DESCENDING", stable=True)
     return {
         "tokens": _gather_beams(tokens, order),
-        "scores": _gather_beams(scores, order),
+        "scores": _gather_beams(log_probs / length_f, order),
+        "rank_scores": _gather_beams(rank, order),
         "log_probs": _gather_beams(log_probs, order),
         "lengths": _gather_beams(lengths, order),
         "attention": _gather_beams(attention, order),

@@ -23,9 +23,12 @@ class ModelConfig:
     vocab_size: int = 0          # filled in from the vocabulary
     max_length: int = 22         # words generated at most (not counting <start>)
     # Decoding: beams returned (K) and the length normalisation exponent used to rank
-    # finished beams: score = log p / length**alpha (0 = raw log-probability).
+    # finished beams: log p / length**alpha (0 = raw log-probability). The scores
+    # returned are always length-normalised (log p / length), whatever the ranking.
     beam_width: int = 3
     length_alpha: float = 0.0
+    # Never emit <unk> when decoding: alt text must not contain placeholder tokens.
+    ban_unk: bool = True
     # Training
     attention_penalty: float = 1.0   # doubly-stochastic regulariser (lambda in SAT)
     label_smoothing: float = 0.0

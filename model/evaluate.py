@@ -116,7 +116,8 @@ def main(argv) -> int:
         k = a.beam_width or config.beam_width
         alpha = config.length_alpha if a.length_alpha is None else a.length_alpha
         systems[f"decoder (beam {k}, alpha {alpha:g})"] = decode_features(
-            decoder, data.features, k, config.max_length, alpha, vocab.words)
+            decoder, data.features, k, config.max_length, alpha, vocab.words,
+            ban_unk=config.ban_unk)
         card = {"run": a.run, "beam_width": k, "length_alpha": alpha}
     else:
         from model import DEFAULT_MODEL_DIR

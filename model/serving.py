@@ -42,7 +42,8 @@ class Captioner(tf.Module):
         shape = tf.shape(grid)
         features = tf.reshape(grid, [shape[0], shape[1] * shape[2], shape[3]])
         c = self.config
-        return beam_search(self.decoder, features, c.beam_width, c.max_length, c.length_alpha)
+        return beam_search(self.decoder, features, c.beam_width, c.max_length, c.length_alpha,
+                           c.ban_unk)
 
     def _serve(self, images):
         out = self._search(images)

@@ -86,12 +86,13 @@ class Trainer:
 
 
 def decode_features(decoder, features: np.ndarray, beam_width: int, max_length: int,
-                    length_alpha: float, words: list[str], batch: int = 128) -> list[str]:
+                    length_alpha: float, words: list[str], batch: int = 128,
+                    ban_unk: bool = True) -> list[str]:
     """Best caption per image, straight from cached features (no encoder)."""
     from model.beam_search import beam_search, tokens_to_text
     table = tf.constant(words)
     search = tf.function(lambda f: tokens_to_text(table, beam_search(
-        decoder, f, beam_width, max_length, length_alpha)["tokens"][:, 0]))
+        decoder, f, beam_width, max_length, length_alpha, ban_unk)["tokens"][:, 0]))
     out = []
     for s in range(0, len(features), batch):
         out += [t.decode() for t in search(tf.constant(features[s:s + batch])).numpy()]
@@ -102,7 +103,8 @@ def validate(decoder, data: FeatureSet, config: ModelConfig, words: list[str],
              beam_width: int | None = None) -> dict:
     from model.metrics import score_captions
     hyps = decode_features(decoder, data.features, beam_width or config.beam_width,
-                           config.max_length, config.length_alpha, words)
+                           config.max_length, config.length_alpha, words,
+                           ban_unk=config.ban_unk)
     refs = {i: caps for i, caps in zip(data.image_ids, data.captions)}
     return score_captions(refs, dict(zip(data.image_ids, hyps)), scorers=("bleu", "cider"),
                           tokenizer="simple")
@@ -240,7 +242,11 @@ def parse_args(argv):
     for f in dataclasses.fields(ModelConfig):
         if f.name in ("vocab_size", "grid", "feature_channels", "image_size", "encoder"):
             continue
-        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            ap.add_argument(flag, type=type(f.default), default=f.default)
     return ap.parse_args(argv)
 
 

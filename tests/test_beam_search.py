@@ -105,14 +105,28 @@ def test_batched_search_equals_one_image_at_a_time():
         np.testing.assert_allclose(single["scores"][0], batched["scores"][i], atol=1e-4)
 
 
-def test_scores_are_sorted_and_length_normalised():
+@pytest.mark.parametrize("alpha", [0.0, 0.7, 1.0])
+def test_ranking_uses_alpha_and_scores_are_length_normalised(alpha):
     dec = _decoder(vocab=24, seed=4)
     feats = _features(3, seed=4)
-    out = beam_search(dec, feats, beam_width=4, max_length=6, length_alpha=1.0)
-    scores = out["scores"].numpy()
-    assert np.all(np.diff(scores, axis=1) <= 1e-6)
-    expected = out["log_probs"].numpy() / np.maximum(out["lengths"].numpy(), 1)
-    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    out = beam_search(dec, feats, beam_width=4, max_length=6, length_alpha=alpha)
+    lengths = np.maximum(out["lengths"].numpy(), 1)
+    rank = out["rank_scores"].numpy()
+    assert np.all(np.diff(rank, axis=1) <= 1e-6), "beams must come best first"
+    np.testing.assert_allclose(rank, out["log_probs"].numpy() / lengths ** alpha, rtol=1e-5)
+    np.testing.assert_allclose(out["scores"].numpy(), out["log_probs"].numpy() / lengths,
+                               rtol=1e-5)
+
+
+def test_banned_unk_is_never_emitted_even_when_most_likely():
+    dec = _decoder(vocab=24, seed=6)
+    bias = np.zeros(24, np.float32)
+    bias[3] = 50.0  # <unk> would win every step
+    dec.out_bias.assign(bias)
+    feats = _features(3, seed=1)
+    free = beam_search(dec, feats, beam_width=3, max_length=5)["tokens"].numpy()
+    banned = beam_search(dec, feats, beam_width=3, max_length=5, ban_unk=True)["tokens"].numpy()
+    assert (free == 3).any() and not (banned == 3).any()
 
 
 def test_tokens_to_text_stops_at_end_and_drops_specials():

@@ -216,7 +216,7 @@ def _writeback_options(ap, args, run_id: str) -> WritebackOptions | None:
         fields=tuple(fields), overwrite_existing=args.overwrite_existing,
         min_score=args.min_score, sidecar=args.sidecar,
         sidecar_fallback=args.sidecar_fallback,
-        sidecar_naming=args.sidecar_naming or "ext", run_id=run_id)
+        sidecar_naming=args.sidecar_naming or "ext", run_id=run_id, started_at=time.time())
 
 
 class AddOwnWrites(beam.PTransform):

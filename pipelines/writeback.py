@@ -232,6 +232,7 @@ def run(argv: list[str] | None = None) -> dict:
     """Run the writeback; return {"run_id", "counts", "decisions", "exit_code"}."""
     from pipelines.caption import _LOCAL_RUNNERS, local_runner, new_run_id
 
+    started_at = time.time()   # exiftool temp files older than this are dead runs' leftovers
     ap = make_parser()
     args, beam_argv = ap.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     if args.batch_size < 1:
@@ -246,7 +247,7 @@ def run(argv: list[str] | None = None) -> dict:
         fields=tuple(fields), overwrite_existing=args.overwrite_existing,
         min_score=args.min_score, dry_run=args.dry_run, sidecar=args.sidecar,
         sidecar_fallback=args.sidecar_fallback, sidecar_naming=args.sidecar_naming,
-        run_id=args.run_id or new_run_id())
+        run_id=args.run_id or new_run_id(), started_at=started_at)
     catalog = args.catalog.rstrip("/") or "/"
     if not finalized_shards(catalog):
         print(f"altbeam writeback: {catalog}: no catalog shards in "

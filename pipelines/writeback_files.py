@@ -11,7 +11,9 @@ import dataclasses
 import datetime as dt
 import hashlib
 import os
+import stat
 import tempfile
+import time
 import uuid
 
 from pipelines.exiftool_session import ExifResult, ExifToolSession, file_arg
@@ -44,6 +46,10 @@ class WritebackOptions:
     sidecar_fallback: bool = False      # sidecars for formats exiftool cannot write
     sidecar_naming: str = "ext"         # "ext": photo.jpg.xmp, "stem": photo.xmp
     run_id: str = ""
+    # When this run began (epoch seconds; 0: when the Annotator starts). An exiftool
+    # temp file untouched since before then is a dead run's leftover (see
+    # remove_dead_exiftool_tmp).
+    started_at: float = 0.0
 
     def __post_init__(self):
         unknown = set(self.fields) - set(FIELDS)
@@ -114,6 +120,7 @@ class Annotator:
         self.session = session
         self._gcs = gcs
         self._tmpdir = tempfile.mkdtemp(prefix="altbeam-writeback-")
+        self._started_at = options.started_at or time.time()
 
     def close(self):
         import shutil
@@ -266,6 +273,10 @@ class Annotator:
             raise Skip(f"already_written: {uri}: the caption is already there")
         if opts.dry_run:
             raise Skip(self._would(item), "would_write")
+        if item.remote is None:   # gs:// copies live in our private temp folder
+            removed = remove_dead_exiftool_tmp(item.target_path, self._started_at)
+            if removed:
+                item.notes.append(f"removed {removed}, left by an earlier run that died")
 
     def _would(self, item: Item) -> str:
         target = item.sidecar_uri if item.use_sidecar else item.row["uri"]
@@ -389,6 +400,41 @@ class Annotator:
     def _decision(self, row: dict, action: str, reason: str, item: Item | None = None,
                   sha_after: str | None = None) -> dict:
         return decision_row(row, action, reason, self.options.run_id, item, sha_after)
+
+
+EXIFTOOL_TMP_SUFFIX = "_exiftool_tmp"   # exiftool writes <file>_exiftool_tmp, then renames
+
+
+def remove_dead_exiftool_tmp(path: str, run_started: float) -> str | None:
+    """Remove ``<path>_exiftool_tmp`` if a dead earlier run left it; return its path if so.
+
+    exiftool refuses to write a file while its temp file exists ("Temporary file
+    already exists"), so a writeback killed mid-write would block the photo forever.
+    The rule: the temp file is a dead run's leftover only if it is a regular file and
+    neither its data nor its inode changed (mtime, ctime) since this run began. A live
+    writer, ours or another process's, keeps touching the file until it renames it a
+    moment later, so a temp file that has been still since before this run started,
+    and is still there once this run reaches the photo, belongs to nobody alive. (A
+    writer that a debugger or SIGSTOP froze since before our start, or a file server
+    whose clock lags ours by more than that, could fool the rule.) Anything else stays,
+    and the photo is skipped as ``concurrent_write``: never delete a live write.
+    """
+    tmp = path + EXIFTOOL_TMP_SUFFIX
+    try:
+        st = os.lstat(tmp)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or max(st.st_mtime, st.st_ctime) >= run_started:
+        raise Skip(f"concurrent_write: {path}: {tmp} exists and "
+                   + ("is not a regular file" if not stat.S_ISREG(st.st_mode) else
+                      "changed after this run started (another process may be writing "
+                      "the photo)") + "; left alone, run again later")
+    again = os.lstat(tmp)    # the same still file, not one that replaced it meanwhile
+    if (again.st_ino, again.st_mtime_ns, again.st_ctime_ns) != (
+            st.st_ino, st.st_mtime_ns, st.st_ctime_ns):
+        raise Skip(f"concurrent_write: {path}: {tmp} changed while checking; left alone")
+    os.unlink(tmp)
+    return tmp
 
 
 def decision_row(row: dict, action: str, reason: str, run_id: str, item: Item | None = None,

@@ -406,3 +406,57 @@ def test_gcs_objects_with_generation_checks(gcs_emulator, gcs_bucket, sample_pho
     # photos/1.jpg already carries our alt text; its new sidecar is ours too
     sidecar = gcs_bucket.get_blob("photos/1.jpg.xmp")
     assert sidecar is not None and b"AltTextAccessibility" in sidecar.download_as_bytes()
+
+
+# --- after a killed writeback: its files, its exiftool temp files ----------------------
+
+def annotate(rows, **options):
+    """The real Annotator on one batch (what one AnnotateBatch bundle does)."""
+    with ExifToolSession() as session:
+        annotator = Annotator(WritebackOptions(**options), session)
+        try:
+            return annotator.annotate(rows)
+        finally:
+            annotator.close()
+
+
+def catalog_row(path, caption=CAPTION, version="m1", **extra) -> dict:
+    with Image.open(path) as im:
+        fmt, (width, height) = im.format, im.size
+    return {"uri": str(path), "sha256": sha(path), "caption": caption, "score": -0.5,
+            "model_version": version, "format": fmt, "width": width, "height": height,
+            "processed_at": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5), **extra}
+
+
+def test_dead_runs_exiftool_temp_file_is_removed_a_live_one_kept(sample_photos, tmp_path):
+    folder = tmp_path / "photos"
+    dead, live, odd, dry = (photo(sample_photos, folder, f"{n}.jpg", index=i)
+                            for i, n in enumerate(("dead", "live", "odd", "dry")))
+    for p in (dead, live, dry):
+        (folder / f"{p.name}_exiftool_tmp").write_bytes(open(p, "rb").read()[:3000])
+    os.mkdir(folder / "odd.jpg_exiftool_tmp")           # not a file exiftool left
+    rows = {p.name: catalog_row(p) for p in (dead, live, odd, dry)}
+    before = {p.name: sha(p) for p in (dead, live, odd, dry)}
+    time.sleep(0.05)
+    started = time.time()                              # "this run" starts now
+
+    (d,) = annotate([rows["dry.jpg"]], run_id="t", started_at=started, dry_run=True)
+    assert d["action"] == "would_write"
+    assert (folder / "dry.jpg_exiftool_tmp").exists()   # a dry run changes nothing
+
+    (d,) = annotate([rows["dead.jpg"]], run_id="t", started_at=started)
+    assert d["action"] == "written", d
+    assert "dead.jpg_exiftool_tmp, left by an earlier run" in d["reason"]
+    assert not (folder / "dead.jpg_exiftool_tmp").exists()
+    assert tags(dead)["XMP-iptcCore:AltTextAccessibility"] == CAPTION
+
+    # Touched after this run began (another process may be writing the photo right
+    # now), or not a regular file: left alone, and so is the photo.
+    (folder / "live.jpg_exiftool_tmp").write_bytes(b"still being written")
+    decisions = annotate([rows["live.jpg"], rows["odd.jpg"]], run_id="t",
+                         started_at=started)
+    assert [(d["action"], d["reason"].split(":", 1)[0]) for d in decisions] == [
+        ("skipped", "concurrent_write")] * 2, [d["reason"] for d in decisions]
+    assert (folder / "live.jpg_exiftool_tmp").read_bytes() == b"still being written"
+    assert (folder / "odd.jpg_exiftool_tmp").is_dir()
+    assert (sha(live), sha(odd)) == (before["live.jpg"], before["odd.jpg"])

@@ -64,17 +64,19 @@ class ReadLatestCatalog(beam.PTransform):
 
 
 def _follow_writes(keyed):
-    """(uri, {"rows": [row], "writes": [(before, after)]}) -> the row with the hashes of
-    the versions altbeam itself produced from the catalogued file (so a re-run still
-    recognises a file it wrote as "the catalogued one")."""
+    """(uri, {"rows": [row], "writes": [(before, after, run_id)]}) -> the row with the
+    hashes of the versions altbeam itself produced from the catalogued file (so a re-run
+    still recognises a file it wrote as "the catalogued one"), and the runs that logged
+    a write of it (a write by any other run lost its log: see unlogged_own_write)."""
     _, joined = keyed
-    after = dict(joined["writes"])
+    after = {before: sha_after for before, sha_after, _ in joined["writes"]}
+    runs = sorted({run_id for *_, run_id in joined["writes"]})
     for row in joined["rows"]:
         chain, sha = [], row["sha256"]
         while sha in after and after[sha] not in chain and len(chain) < 1000:
             sha = after[sha]
             chain.append(sha)
-        yield {**row, "_produced_sha256": chain}
+        yield {**row, "_produced_sha256": chain, "_logged_write_runs": runs}
 
 
 class AttachOwnWrites(beam.PTransform):
@@ -90,12 +92,14 @@ class AttachOwnWrites(beam.PTransform):
         writes = (rows.pipeline
                   | "ReadWritebackLog" >> beam.io.ReadFromParquet(
                       table_dir(self._catalog, "writeback") + "/run-*.parquet",
-                      columns=["uri", "action", "sha256_before", "sha256_after"])
+                      columns=["uri", "action", "sha256_before", "sha256_after",
+                               "run_id"])
                   | "OnlyWritten" >> beam.Filter(
                       lambda r: r["action"] == "written" and r["sha256_after"]
                       and r["sha256_before"] and r["sha256_before"] != r["sha256_after"])
                   | "KeyWrites" >> beam.Map(
-                      lambda r: (r["uri"], (r["sha256_before"], r["sha256_after"]))))
+                      lambda r: (r["uri"], (r["sha256_before"], r["sha256_after"],
+                                            r["run_id"]))))
         keyed = rows | "KeyRows" >> beam.Map(lambda r: (r["uri"], r))
         return ({"rows": keyed, "writes": writes}
                 | "JoinWrites" >> beam.CoGroupByKey()

@@ -26,9 +26,11 @@ from pipelines.writeback_rules import (
     NOT_WRITABLE_IN_PLACE,
     PROVENANCE_GROUP,
     already_written,
+    as_text,
     check_texts,
     field_value,
     lost_tags,
+    pixel_frames,
     quote,
     same_pixels,
     supported_fields,
@@ -106,6 +108,7 @@ class Item:
     fields: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     new_sidecar_tmp: str | None = None
+    changed: str | None = None        # the changed_since_catalogued reason, if the hash differs
 
     @property
     def target_path(self) -> str:
@@ -182,9 +185,10 @@ class Annotator:
             item = self._prepare_local(row, side_uri, use_sidecar)
         sha = _sha256(item.original)
         if sha != row["sha256"] and sha not in (row.get("_produced_sha256") or ()):
-            raise Skip(f"changed_since_catalogued: {uri}: sha256 is {sha[:12]}…, the catalog "
-                       f"row has {row['sha256'][:12]}… (nor is it a version altbeam wrote); "
-                       "caption it again first")
+            # Decided once the tags are read: it may be a write whose log was lost.
+            item.changed = (f"changed_since_catalogued: {uri}: sha256 is {sha[:12]}…, the "
+                            f"catalog row has {row['sha256'][:12]}… (nor is it a version "
+                            "altbeam wrote); caption it again first")
         return item
 
     def _prepare_local(self, row: dict, side: str, use_sidecar: bool) -> Item:
@@ -250,6 +254,11 @@ class Annotator:
 
     def _decide(self, item: Item) -> None:
         uri, opts, caption = item.row["uri"], self.options, item.row["caption"]
+        if item.changed is not None:
+            if unlogged_own_write(item, opts.fields):
+                raise Skip(f"already_written: {uri}: the caption is already there (written "
+                           "by an altbeam run whose log never reached the catalog)")
+            raise Skip(item.changed)
         for tags, what in ((item.tags, uri), (item.sidecar_tags, item.sidecar_uri)):
             if isinstance(tags, ExifResult):
                 raise Skip(f"unreadable: {what}: exiftool cannot read it: {tags.message()}",
@@ -435,6 +444,72 @@ def remove_dead_exiftool_tmp(path: str, run_started: float) -> str | None:
         raise Skip(f"concurrent_write: {path}: {tmp} changed while checking; left alone")
     os.unlink(tmp)
     return tmp
+
+
+_TIME_SLACK = dt.timedelta(minutes=1)   # clocks of the caption and writeback machines
+
+
+def unlogged_own_write(item: Item, wanted: tuple[str, ...]) -> bool:
+    """The changed file is this row's caption written by an altbeam run whose log was lost.
+
+    A writeback killed mid-run leaves complete files (exiftool renames into place) but
+    no log, so the sha256 chain (``_produced_sha256``) cannot know them. Accepted as
+    ``already_written`` only when all of these hold:
+
+    * the write went into the image (a sidecar write never changes the image's bytes);
+    * the provenance says altbeam wrote exactly this caption from this model version,
+      and every field asked for holds it (so nothing would be written anyway);
+    * it was written after the row was catalogued, by a run not in the writeback log
+      (a logged run's write would be in the chain, so a file that still differs was
+      changed after that write);
+    * the file is a whole image of the catalogued format and size (after orientation).
+
+    The pixels cannot be compared: the catalog keeps the sha256 of the original bytes
+    only, and no hash of the decoded pixels. A pixel edit that kept the XMP, format and
+    size would therefore pass. That is acceptable because the only consequence is the
+    reason: such a file is skipped either way, never written.
+    """
+    row, tags = item.row, item.tags
+    if item.use_sidecar or not isinstance(tags, dict):
+        return False
+    p = PROVENANCE_GROUP
+    if (as_text(tags.get(f"{p}:Generator", "")) != GENERATOR
+            or as_text(tags.get(f"{p}:RunId", "")) in (row.get("_logged_write_runs") or ())):
+        return False
+    check = check_texts(tags)
+    fields = supported_fields(str(tags.get("File:FileTypeExtension", "")), wanted, False)
+    if not fields or not already_written(check, tags, fields, row["caption"],
+                                         row.get("model_version")):
+        return False
+    written_at = _exif_time(tags.get(f"{p}:WrittenAt"))
+    processed_at = row.get("processed_at")
+    if written_at is None or (processed_at is not None
+                              and written_at < _utc(processed_at) - _TIME_SLACK):
+        return False
+    try:
+        from PIL import Image
+
+        with Image.open(item.path) as im:
+            size, fmt = im.size, im.format
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):   # EXIF orientation: rotated
+                size = size[::-1]
+        pixel_frames(item.path)                                # decodes whole
+    except Exception:  # noqa: BLE001 - not a whole image: not ours
+        return False
+    return fmt == row.get("format") and size == (row.get("width"), row.get("height"))
+
+
+def _exif_time(value) -> dt.datetime | None:
+    """exiftool's "YYYY:MM:DD HH:MM:SSZ" (as WrittenAt is written) -> aware UTC datetime."""
+    try:
+        return dt.datetime.strptime(str(value).replace("+00:00", "Z"),
+                                    "%Y:%m:%d %H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def decision_row(row: dict, action: str, reason: str, run_id: str, item: Item | None = None,

@@ -73,10 +73,10 @@ def catalog(tmp_path, paths, caption=CAPTION, score=-0.5, version="m1", name="ca
     rows = []
     for p in paths:
         with Image.open(p) as im:
-            fmt = im.format
+            fmt, (width, height) = im.format, im.size
         text = caption.get(p) if isinstance(caption, dict) else caption
         rows.append({"uri": str(p), "sha256": sha(p), "size_bytes": os.path.getsize(p),
-                     "format": fmt, "caption": text, "score": score, "captions": [text],
+                     "width": width, "height": height, "format": fmt, "caption": text, "score": score, "captions": [text],
                      "scores": [score], "model_version": version, "run_id": "cap1",
                      "processed_at": dt.datetime.now(dt.UTC)})
     shard = cat / "catalog" / f"run-cap{len(os.listdir(cat / 'catalog'))}-00000-of-00001.parquet"
@@ -426,6 +426,39 @@ def catalog_row(path, caption=CAPTION, version="m1", **extra) -> dict:
     return {"uri": str(path), "sha256": sha(path), "caption": caption, "score": -0.5,
             "model_version": version, "format": fmt, "width": width, "height": height,
             "processed_at": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5), **extra}
+
+
+def test_write_whose_log_was_lost_is_recognised_only_when_consistent(sample_photos, tmp_path):
+    """A killed run's written files are already_written by their provenance; a file that
+    merely carries altbeam's provenance but does not fit the row stays "changed"."""
+    folder = tmp_path / "photos"
+    paths = [photo(sample_photos, folder, f"{i}.jpg", index=i) for i in range(6)]
+    rows = [catalog_row(p) for p in paths]
+    assert [d["action"] for d in annotate(rows, run_id="killed")] == ["written"] * 6
+    # (the "killed" run's decisions never reach the log: the sha256 chain is empty)
+
+    resized = paths[2]                                  # same XMP, other pixels and size
+    with Image.open(resized) as im:
+        im.resize((im.width // 2, im.height // 2)).save(folder / "small.jpg")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-tagsFromFile", str(resized),
+                    "-xmp", str(folder / "small.jpg")], check=True)   # the XMP block
+    os.replace(folder / "small.jpg", resized)
+    assert tags(resized)["XMP-altbeam:Caption"] == CAPTION
+    rows[3] = {**rows[3], "model_version": "m2"}                  # another model's caption
+    rows[4] = {**rows[4], "_logged_write_runs": ["killed"]}       # its write was logged
+    rows[5] = {**rows[5], "processed_at": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)}
+    hashes = {p: sha(p) for p in paths}
+
+    decisions = annotate(rows, run_id="rerun")
+    reasons = [d["reason"].split(":", 1)[0] for d in decisions]
+    assert reasons == ["already_written", "already_written"] + [
+        "changed_since_catalogued"] * 4, [d["reason"] for d in decisions]
+    assert all(d["action"] == "skipped" for d in decisions)
+    assert {p: sha(p) for p in paths} == hashes                    # nothing written
+
+    # A sidecar write never changes the image: a changed image is never "ours".
+    (d,) = annotate([rows[0]], run_id="rerun", sidecar=True)
+    assert d["reason"].startswith("changed_since_catalogued"), d
 
 
 def test_dead_runs_exiftool_temp_file_is_removed_a_live_one_kept(sample_photos, tmp_path):

@@ -51,6 +51,7 @@ from pipelines.catalog_io import (
 from pipelines.decode import DEFAULT_MAX_PIXELS, ReadAndDecode
 from pipelines.inference import CaptionImages, ModelInfo, read_model_info
 from pipelines.progress import ProgressReporter, TallyEach
+from pipelines.redact import redact
 from pipelines.sources import (
     DEFAULT_MAX_FILE_SIZE,
     IMAGE_EXTENSIONS,
@@ -312,8 +313,11 @@ def build(p: beam.Pipeline, config: CaptionConfig,
                | "WriteRunSummary" >> beam.Map(
                    write_run_summary, catalog=config.catalog, run_id=config.run_id,
                    started_at=time.time(),
-                   config={"catalog": config.catalog, "inputs": config.inputs,
-                           "model": config.model,
+                   # runs/<id>.json is shared like the catalog: an input may be a
+                   # signed URL or carry user:password@, so keep no raw URI there.
+                   config={"catalog": redact(config.catalog),
+                           "inputs": [redact(i) for i in config.inputs],
+                           "model": redact(config.model),
                            "model_version": model.version, "image_size": model.image_size,
                            "beam_width": model.beam_width, "batch_size": config.batch_size,
                            "force": config.force, "limit": config.limit},

@@ -252,16 +252,20 @@ def test_credentials_stay_out_of_errors_report_and_logs(sample_photos, contract_
             assert secret not in text, f"{secret[:12]}… in the {where}"
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines/caption.py writes the raw input URIs into "
-                   "runs/<id>.json (write_run_summary config); needs redact() there")
 def test_run_summary_holds_no_credentials(sample_photos, contract_model, tmp_path, capsys):
     photos, cat = tmp_path / "photos", tmp_path / "cat"
     photos.mkdir()
     shutil.copyfile(sorted(sample_photos.glob("*.jpg"))[0], photos / "ok.jpg")
-    altbeam(capsys, "caption", photos, f"https://h/a.jpg?X-Goog-Signature={SIG}",
-            "--catalog", cat, "--model", contract_model, "--no-progress")
+    signed = f"https://alice:hunter2@h/a.jpg?X-Goog-Signature={SIG}&access_token={TOKEN}"
+    status, _, err = altbeam(capsys, "caption", photos, signed, "--catalog", cat,
+                             "--model", contract_model, "--no-progress")
+    assert status == 0, err
     (summary,) = (cat / "runs").glob("*.json")
-    assert SIG not in summary.read_text()
+    text = summary.read_text()
+    for secret in SECRETS:
+        assert secret not in text, secret[:12]
+    inputs = json.loads(text)["inputs"]
+    assert inputs[0] == str(photos) and "h/a.jpg" in inputs[1] and "[REDACTED]" in inputs[1]
 
 
 @needs_exiftool

@@ -44,6 +44,7 @@ from pipelines.catalog_io import (
     SkipUnchanged,
     ToCatalogRows,
     WriteTable,
+    checked_run_id,
     error_row,
     read_run_summary,
     write_run_summary,
@@ -358,6 +359,10 @@ def run(argv: list[str] | None = None) -> dict:
     """Run the caption job; return the run summary (runs/<run_id>.json) plus "exit_code"."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config, beam_argv, args = parse_args(argv)
+    try:   # early, as a usage error; build() refuses it anyway (catalog_io.shard_prefix)
+        checked_run_id(config.run_id)
+    except ValueError as e:
+        raise CaptionUsageError(str(e)) from e
     try:
         model = read_model_info(config.model)
     except (OSError, ValueError) as e:

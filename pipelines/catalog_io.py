@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.cli import check_run_id  # the rule; cli imports nothing heavy
 from pipelines.decode import ImageInfo
 from pipelines.progress import Tally
 from schemas import CATALOG_SCHEMA, ERRORS_SCHEMA, table_dir, table_prefix
@@ -176,7 +177,7 @@ class WriteTable(beam.PTransform):
 
     def __init__(self, catalog: str, table: str, run_id: str, num_shards: int = 0):
         super().__init__()
-        self._prefix = table_prefix(catalog, table, run_id)
+        self._prefix = shard_prefix(catalog, table, run_id)
         self._schema = {"catalog": CATALOG_SCHEMA, "errors": ERRORS_SCHEMA}[table]
         self._num_shards = num_shards
 
@@ -186,8 +187,24 @@ class WriteTable(beam.PTransform):
             num_shards=self._num_shards)
 
 
+def checked_run_id(run_id: str) -> str:
+    """``run_id`` if it is safe inside a file name, else ValueError naming the rule.
+
+    Every file a run writes into the catalog is named here (`shard_prefix`,
+    `run_summary_path`), so this is the one place that a run id from the CLI, the
+    Python API (CaptionConfig, WritebackOptions) or a caller's own pipeline always
+    passes: "../x" can never name a file outside the catalog.
+    """
+    return check_run_id(run_id)
+
+
+def shard_prefix(catalog: str, table: str, run_id: str) -> str:
+    """``CATALOG/<table>/run-<run_id>``, the shard prefix of one run's output of a table."""
+    return table_prefix(catalog, table, checked_run_id(run_id))
+
+
 def run_summary_path(catalog: str, run_id: str) -> str:
-    return f"{table_dir(catalog, 'runs')}/{run_id}.json"
+    return f"{table_dir(catalog, 'runs')}/{checked_run_id(run_id)}.json"
 
 
 def write_run_summary(_, *, catalog: str, run_id: str, started_at: float, config: dict,

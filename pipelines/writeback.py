@@ -28,7 +28,12 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipelines.catalog_io import finalized_shards, read_table_rows
+from pipelines.catalog_io import (
+    checked_run_id,
+    finalized_shards,
+    read_table_rows,
+    shard_prefix,
+)
 from pipelines.exiftool_session import ExifToolSession
 from pipelines.writeback_files import (
     Annotator,
@@ -38,7 +43,7 @@ from pipelines.writeback_files import (
     sidecar_path,
 )
 from pipelines.writeback_rules import FIELDS
-from schemas import WRITEBACK_SCHEMA, table_dir, table_prefix
+from schemas import WRITEBACK_SCHEMA, table_dir
 
 
 def _latest(rows):
@@ -182,7 +187,7 @@ class WriteWritebackLog(beam.PTransform):
 
     def __init__(self, catalog: str, run_id: str):
         super().__init__()
-        self._prefix = table_prefix(catalog, "writeback", run_id)
+        self._prefix = shard_prefix(catalog, "writeback", run_id)   # checks the run id
 
     def expand(self, decisions):
         return decisions | "WriteToParquet" >> beam.io.WriteToParquet(
@@ -241,10 +246,8 @@ def run(argv: list[str] | None = None) -> dict:
     args, beam_argv = ap.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     if args.batch_size < 1:
         ap.error("--batch-size must be at least 1")
-    if args.run_id:   # it names the log's shards: never a path out of the catalog
-        from pipelines.cli import check_run_id
-
-        check_run_id(args.run_id)
+    if args.run_id:   # checked again where it names the log's shards (shard_prefix)
+        checked_run_id(args.run_id)
     fields = ["alt_text"] + [f for f in ("xmp_description", "exif_description",
                                          "iptc_caption") if getattr(args, f)]
     options = WritebackOptions(

@@ -193,6 +193,41 @@ def test_run_ids_cannot_name_files_outside_the_catalog(run_id, tmp_path, sample_
     assert list(tmp_path.rglob("*")) == []                         # nothing created anywhere
 
 
+@pytest.mark.parametrize("run_id", ["../x", "a/../../b", "/abs"])
+def test_run_ids_are_checked_past_the_cli(run_id, tmp_path, sample_photos, contract_model):
+    """The Python API and each writer refuse a bad run id too: catalog_io names every
+    file a run writes (shard_prefix, run_summary_path) and checks the id there."""
+    import apache_beam as beam
+
+    from pipelines import caption, catalog_io, writeback
+    from pipelines.inference import ModelInfo
+    from pipelines.writeback_files import WritebackOptions
+
+    cat = tmp_path / "deep" / "cat"
+    with pytest.raises(caption.CaptionUsageError, match="--run-id"):
+        caption.run([str(sample_photos), "--catalog", str(cat), "--model",
+                     str(contract_model), "--run-id", run_id, "--no-progress"])
+    assert caption.main([str(sample_photos), "--catalog", str(cat), "--model",
+                         str(contract_model), "--run-id", run_id]) == 2
+    config = caption.CaptionConfig(inputs=[str(sample_photos)], catalog=str(cat),
+                                   model=str(contract_model), run_id=run_id,
+                                   writeback=WritebackOptions(run_id=run_id))
+    model = ModelInfo(path=str(contract_model), image_size=32, beam_width=3, version="v")
+    with pytest.raises(ValueError, match="--run-id"):
+        caption.build(beam.Pipeline(), config, model)
+    with pytest.raises(ValueError, match="--run-id"):
+        writeback.build(beam.Pipeline(), str(cat), WritebackOptions(run_id=run_id))
+    for make in (lambda: catalog_io.WriteTable(str(cat), "errors", run_id),
+                 lambda: writeback.WriteWritebackLog(str(cat), run_id),
+                 lambda: catalog_io.run_summary_path(str(cat), run_id),
+                 lambda: catalog_io.write_run_summary(
+                     None, catalog=str(cat), run_id=run_id, started_at=0.0, config={},
+                     captioned=0, unchanged=0, failed=0, catalog_files=[], error_files=[])):
+        with pytest.raises(ValueError, match="--run-id"):
+            make()
+    assert list(tmp_path.rglob("*")) == []                         # nothing created anywhere
+
+
 def test_good_run_ids_pass():
     for run_id in ("20261124T091630Z-3fa2c1", "r1", "nightly.2026-01-01_a"):
         assert cli.check_run_id(run_id) == run_id

@@ -29,6 +29,7 @@ from apache_beam.ml.inference.base import (
 )
 
 from pipelines.decode import StageError
+from pipelines.model_fetch import localize_model
 from pipelines.progress import NAMESPACE
 
 _LOG = logging.getLogger(__name__)
@@ -45,7 +46,12 @@ class ModelInfo:
 
 
 def read_model_info(model_dir: str) -> ModelInfo:
-    """S, K and version from ``model_card.json``; S and K fall back to the signature."""
+    """S, K and version from ``model_card.json``; S and K fall back to the signature.
+
+    The card is read through Beam's FileSystems, which reads gs:// with the job's
+    own client and credentials, so a remote model is not copied to this machine just
+    for its card; only a card without S or K makes it load (a localized copy of) the
+    model to read the signature."""
     card_path = model_dir.rstrip("/") + "/model_card.json"
     card: dict = {}
     if FileSystems.exists(card_path):
@@ -68,7 +74,7 @@ def _signature_shapes(model_dir: str) -> tuple[int | None, int | None]:
     """(S, K) from the serving signature's static shapes (loads the model once)."""
     import tensorflow as tf
 
-    fn = tf.saved_model.load(model_dir).signatures[SIGNATURE]
+    fn = tf.saved_model.load(localize_model(model_dir)).signatures[SIGNATURE]
     spec = next(iter(fn.structured_input_signature[1].values()))
     size = spec.shape[1]
     out = fn.structured_outputs.get("captions")
@@ -94,7 +100,9 @@ class LoadedModel:
         import tensorflow as tf
 
         enable_gpu_memory_growth()
-        self._module = tf.saved_model.load(path)
+        # gs:// etc.: copied once per machine through Beam's FileSystems (TF's own gs://
+        # reader has other credentials and cannot be pointed at an emulator).
+        self._module = tf.saved_model.load(localize_model(path))
         self._fn = self._module.signatures[SIGNATURE]
         spec = next(iter(self._fn.structured_input_signature[1].values()))
         self._input_name = next(iter(self._fn.structured_input_signature[1]))

@@ -84,3 +84,42 @@ def test_missing_model_names_the_uri(gcs_emulator, gcs_bucket, tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{uri}: no SavedModel here"):
         localize_model(uri, str(tmp_path / "cache"))
     assert not os.path.exists(tmp_path / "cache") or not os.listdir(tmp_path / "cache")
+
+
+def test_caption_with_a_gcs_model_end_to_end(gcs_emulator, gcs_bucket, contract_model,
+                                             sample_photos, tmp_path, monkeypatch, capsys):
+    """`altbeam caption --model gs://…`: the card is read and the model loaded through
+    Beam's FileSystems (a local copy), never through TensorFlow's own gs:// reader."""
+    from pipelines import cli, model_fetch
+    from pipelines.catalog_io import read_table_rows
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(model_fetch, "DEFAULT_CACHE_DIR", str(cache))
+    gcs_emulator.upload_dir(gcs_bucket, contract_model, "models/v1")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    chosen = sorted(sample_photos.glob("*.jpg"))[:2]
+    for p in chosen:
+        (photos / p.name).write_bytes(p.read_bytes())
+    cat = tmp_path / "cat"
+
+    status = cli.main(["caption", str(photos), "--catalog", str(cat), "--model",
+                       f"gs://{gcs_bucket.name}/models/v1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    rows = read_table_rows(str(cat), "catalog")
+    assert sorted(r["uri"] for r in rows) == sorted(str(photos / p.name) for p in chosen)
+    assert all(r["model_version"] == "fixture-0" and len(r["captions"]) == 3 for r in rows)
+    (copy,) = os.listdir(cache)                 # the workers loaded the local copy
+    assert os.path.exists(os.path.join(cache, copy, "saved_model.pb"))
+
+
+def test_gcs_model_without_card_reads_its_signature(gcs_emulator, gcs_bucket, contract_model,
+                                                    tmp_path, monkeypatch):
+    from pipelines import model_fetch
+
+    monkeypatch.setattr(model_fetch, "DEFAULT_CACHE_DIR", str(tmp_path / "cache"))
+    gcs_emulator.upload_dir(gcs_bucket, contract_model, "bare")
+    gcs_bucket.blob("bare/model_card.json").delete()
+    info = read_model_info(f"gs://{gcs_bucket.name}/bare")
+    assert (info.image_size, info.beam_width, info.version) == (32, 3, "unknown")

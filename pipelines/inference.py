@@ -36,6 +36,18 @@ _LOG = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
 
 
+class _DropBeamMemoryWarning(logging.Filter):
+    """Beam 2.77 imports `resource` in one try-block with a module that needs torch, so
+    without torch RunInference warns "Resource module is not available" on every batch.
+    The warning is noise (only a memory metric is lost): drop exactly that message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Resource module is not available")
+
+
+logging.getLogger().addFilter(_DropBeamMemoryWarning())
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
     path: str

@@ -88,3 +88,33 @@ def test_feature_job_is_a_named_beam_graph(tmp_path):
     build_features(p, [], str(tmp_path), ["train"], encoder="tiny")
     labels = {t.full_label for t in p._current_transform().parts}
     assert {"ListImages", "Decode", "Encode", "WriteTrain"} <= labels
+
+
+@pytest.mark.shared
+def test_short_real_training_run_on_flickr8k(shared_datasets, tmp_path, capsys):
+    """The real path on real data: `altbeam features` (Lite0) on 240 Flickr8k images,
+    one epoch of `altbeam train`, `altbeam export`, `altbeam evaluate` from pixels."""
+    from model.evaluate import main as evaluate_main
+    from model.export import main as export_main
+    from model.train import main as train_main
+    from pipelines.features import run as features_run
+
+    feats, run, model = (str(tmp_path / n) for n in ("feats", "run", "model"))
+    summary = features_run([str(shared_datasets / "flickr8k"), "--out", feats,
+                            "--splits", "train,dev", "--limit", "200", "--num-shards", "1"])
+    assert summary["images"] == 400 and summary["encoder"] == "lite0"
+    dev = load_split(feats, "dev")
+    assert dev.features.shape == (200, 49, 1280)
+
+    assert train_main(["--features", feats, "--out", run, "--epochs", "1", "--val-images", "40",
+                       "--lstm-units", "128", "--attention-units", "64", "--batch-size", "50",
+                       "--min-word-count", "2"]) == 0
+    history = json.load(open(f"{run}/history.json"))
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    assert export_main([run, "--out", model, "--beam-width", "2"]) == 0
+    assert evaluate_main(["--model", model, "--dataset", str(shared_datasets / "flickr8k"),
+                          "--split", "dev", "--limit", "40", "--tokenizer", "simple",
+                          "--no-baselines", "--out", str(tmp_path / "dev.json")]) == 0
+    scores = json.load(open(tmp_path / "dev.json"))["scores"]
+    (row,) = scores.values()
+    assert 0 < row["BLEU-1"] <= 1

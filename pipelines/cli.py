@@ -6,7 +6,10 @@ after the subcommand) and returning an exit status.
 """
 from __future__ import annotations
 
+import atexit
 import importlib
+import logging
+import os
 import re
 import sys
 
@@ -79,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"altbeam {name}: {e}", file=sys.stderr)
             return 2
+    # TensorFlow's C++ start-up chatter (no CUDA driver, absl init) buries the progress
+    # lines on CPU machines; set TF_CPP_MIN_LOG_LEVEL yourself to see it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from pipelines.redact import RedactingStream, install_log_redaction
 
     # Untrusted names and library errors reach logs and stderr: strip credentials
@@ -98,5 +104,25 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr = stderr
 
 
+def entry() -> None:
+    """Console-script entry point: run the command, then leave without interpreter teardown.
+
+    Every output is complete when main() returns. Native threads that gRPC (inside Beam's
+    local runner) leaves behind can still abort the process while the interpreter tears
+    down ("terminate called without an active exception", exit -6), turning a finished,
+    successful run into a crash. So: run Python's own exit handlers (temp-dir clean-up),
+    flush, and exit with main()'s status directly.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

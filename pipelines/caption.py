@@ -64,6 +64,7 @@ from pipelines.writeback import (
     WriteAltText,
     WritebackOptions,
     WriteWritebackLog,
+    add_writeback_flags,
 )
 
 _LOCAL_RUNNERS = (None, "DirectRunner", "direct", "SwitchingDirectRunner", "FnApiRunner")
@@ -158,21 +159,7 @@ def make_parser() -> argparse.ArgumentParser:
     wb.add_argument("--write-metadata", action="store_true",
                     help="write each new caption into its image as IPTC alt text "
                          "(XMP-iptcCore:AltTextAccessibility), never over a person's words")
-    wb.add_argument("--xmp-description", action="store_true", help="also XMP-dc:Description")
-    wb.add_argument("--exif-description", action="store_true",
-                    help="also EXIF:ImageDescription")
-    wb.add_argument("--iptc-caption", action="store_true",
-                    help="also IPTC:Caption-Abstract")
-    wb.add_argument("--overwrite-existing", action="store_true",
-                    help="replace alt text/descriptions that altbeam did not write")
-    wb.add_argument("--min-score", type=float, default=None,
-                    help="write only captions scoring at least this (log-probability)")
-    wb.add_argument("--sidecar", action="store_true",
-                    help="write XMP sidecars instead of touching the images")
-    wb.add_argument("--sidecar-fallback", action="store_true",
-                    help="sidecars for formats exiftool cannot write (e.g. BMP)")
-    wb.add_argument("--sidecar-naming", choices=("ext", "stem"), default=None,
-                    help="ext: photo.jpg.xmp (default); stem: photo.xmp")
+    add_writeback_flags(wb, dry_run=False)
     ap.add_argument("--progress-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     return ap
 

@@ -205,6 +205,32 @@ def build(p: beam.Pipeline, catalog: str, options: WritebackOptions,
     return {"decisions": decisions, "log_files": log_files}
 
 
+def add_writeback_flags(group, dry_run: bool) -> None:
+    """The options that decide what is written where; shared with `altbeam caption
+    --write-metadata` so both commands spell them the same way."""
+    group.add_argument("--xmp-description", action="store_true",
+                       help="also write XMP-dc:Description")
+    group.add_argument("--exif-description", action="store_true",
+                       help="also write EXIF:ImageDescription")
+    group.add_argument("--iptc-caption", action="store_true",
+                       help="also write IPTC:Caption-Abstract (UTF-8, at most 2000 bytes)")
+    group.add_argument("--overwrite-existing", action="store_true",
+                       help="replace alt text/descriptions that altbeam did not write")
+    group.add_argument("--min-score", type=float, default=None,
+                       help="write only captions scoring at least this (the catalog's score: "
+                            "mean log-probability per word, e.g. -1.2)")
+    if dry_run:
+        group.add_argument("--dry-run", action="store_true",
+                           help="report what would be written; change no file")
+    group.add_argument("--sidecar", action="store_true",
+                       help="write XMP sidecars instead of touching the images")
+    group.add_argument("--sidecar-fallback", action="store_true",
+                       help="use a sidecar for formats exiftool cannot write (e.g. BMP)")
+    group.add_argument("--sidecar-naming", choices=("ext", "stem"), default=None,
+                       help="ext: photo.jpg.xmp (darktable, digiKam; default); "
+                            "stem: photo.xmp (Lightroom, Capture One)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="altbeam writeback",
@@ -212,25 +238,7 @@ def make_parser() -> argparse.ArgumentParser:
                     "(XMP-iptcCore:AltTextAccessibility), never over a person's words. "
                     "Unknown flags pass through to Apache Beam.")
     ap.add_argument("catalog", help="catalog folder (local or gs://)")
-    ap.add_argument("--xmp-description", action="store_true",
-                    help="also write XMP-dc:Description")
-    ap.add_argument("--exif-description", action="store_true",
-                    help="also write EXIF:ImageDescription")
-    ap.add_argument("--iptc-caption", action="store_true",
-                    help="also write IPTC:Caption-Abstract (UTF-8, at most 2000 bytes)")
-    ap.add_argument("--overwrite-existing", action="store_true",
-                    help="replace alt text/descriptions that altbeam did not write")
-    ap.add_argument("--min-score", type=float, default=None,
-                    help="write only captions scoring at least this (log-probability)")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="report what would be written; change no file")
-    ap.add_argument("--sidecar", action="store_true",
-                    help="write XMP sidecars instead of touching the images")
-    ap.add_argument("--sidecar-fallback", action="store_true",
-                    help="use a sidecar for formats exiftool cannot write (e.g. BMP)")
-    ap.add_argument("--sidecar-naming", choices=("ext", "stem"), default="ext",
-                    help="ext: photo.jpg.xmp (darktable, digiKam; default); "
-                         "stem: photo.xmp (Lightroom, Capture One)")
+    add_writeback_flags(ap, dry_run=True)
     ap.add_argument("--batch-size", type=int, default=16, help="files per exiftool call")
     ap.add_argument("--run-id", default="", help="run identifier (default: time + random)")
     ap.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -253,7 +261,7 @@ def run(argv: list[str] | None = None) -> dict:
     options = WritebackOptions(
         fields=tuple(fields), overwrite_existing=args.overwrite_existing,
         min_score=args.min_score, dry_run=args.dry_run, sidecar=args.sidecar,
-        sidecar_fallback=args.sidecar_fallback, sidecar_naming=args.sidecar_naming,
+        sidecar_fallback=args.sidecar_fallback, sidecar_naming=args.sidecar_naming or "ext",
         run_id=args.run_id or new_run_id(), started_at=started_at)
     catalog = args.catalog.rstrip("/") or "/"
     if not finalized_shards(catalog):

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from model.beam_search import beam_search, tokens_to_text
 from model.config import ModelConfig
+from model.vocab import END_ID
 
 
 class Captioner(tf.Module):
@@ -55,8 +56,8 @@ class Captioner(tf.Module):
         G = self.config.grid
         attention = out["attention"][:, 0]               # [N, T, L]
         attention = tf.reshape(attention, [tf.shape(attention)[0], tf.shape(attention)[1], G, G])
-        ended = tf.cumsum(tf.cast(tf.equal(best, 2), tf.int32), axis=-1, exclusive=True) > 0
-        words = tf.where(ended | (best <= 2), "", tf.gather(self.words, best))
+        ended = tf.cumsum(tf.cast(tf.equal(best, END_ID), tf.int32), axis=-1, exclusive=True) > 0
+        words = tf.where(ended | (best <= END_ID), "", tf.gather(self.words, best))
         return {"captions": tokens_to_text(self.words, out["tokens"]), "scores": out["scores"],
                 "words": words, "attention": attention}
 

@@ -73,7 +73,8 @@ class Trainer:
             if c.label_smoothing:
                 labels = labels * (1 - c.label_smoothing) + c.label_smoothing / c.vocab_size
             xent = tf.nn.softmax_cross_entropy_with_logits(labels, logits)
-            loss = tf.reduce_sum(xent * mask) / tf.reduce_sum(mask)
+            caption_loss = tf.reduce_sum(xent * mask) / tf.reduce_sum(mask)
+            loss = caption_loss
             if c.decoder == "attention" and c.attention_penalty:
                 # Doubly stochastic attention: each cell attended ~once over the caption.
                 coverage = tf.reduce_sum(alpha * mask[..., None], axis=1)
@@ -82,7 +83,7 @@ class Trainer:
         variables = self.decoder.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        return tf.reduce_sum(xent * mask) / tf.reduce_sum(mask)
+        return caption_loss
 
 
 def decode_features(decoder, features: np.ndarray, beam_width: int, max_length: int,
@@ -151,7 +152,7 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
     rng = np.random.default_rng(config.seed + int(epoch_var))
     print(f"training {config.decoder} decoder: {len(train_set)} images, {len(pairs)} captions, "
           f"vocab {len(vocab)}, validation {len(val_set)} images", flush=True)
-    stale = sum(1 for _ in range(0))
+    stale = 0
     if history:
         best_epoch = max(history, key=lambda h: h["val_cider"])["epoch"]
         stale = int(epoch_var) - best_epoch
@@ -162,7 +163,7 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
         start, losses, n_batches = time.time(), [], (len(pairs) + config.batch_size - 1) // config.batch_size
         for step, batch in enumerate(batches(pairs, config.batch_size, rng), 1):
             idx = [i for i, _ in batch]
-            loss = trainer.train_step(tf.constant(full_features(train_set, idx)),
+            loss = trainer.train_step(tf.constant(train_set.features[idx]),
                                       tf.constant(pad([s for _, s in batch])))
             losses.append(float(loss))
             if step % 100 == 0:
@@ -191,10 +192,6 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
               flush=True)
     return {"run_dir": run_dir, "history": history, "best_val_cider": float(best_var),
             "config": dataclasses.asdict(config)}
-
-
-def full_features(data: FeatureSet, idx) -> np.ndarray:
-    return data.features[idx]
 
 
 def load_glove(path: str, vocab: Vocabulary, dim: int) -> np.ndarray:

@@ -89,7 +89,8 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
 def main(argv) -> int:
     ap = argparse.ArgumentParser(prog="altbeam evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="exported SavedModel folder (default: the bundled model)")
-    ap.add_argument("--run", help="training run folder: decode cached features instead")
+    ap.add_argument("--run", nargs="+", help="training run folder(s): decode cached features "
+                    "instead; several runs decode as one ensemble")
     ap.add_argument("--dataset", help="dataset (Flickr8k folder, captions.jsonl, COCO/Karpathy "
                     "json, JSONL/CSV); needed with --model")
     ap.add_argument("--split", default="dev")
@@ -108,14 +109,16 @@ def main(argv) -> int:
     if a.run:
         if not a.features:
             ap.error("--run needs --features")
+        from model.ensemble import load_runs
         from model.features_io import load_split
-        from model.train import decode_features, load_decoder
-        decoder, vocab, config = load_decoder(a.run)
+        from model.train import decode_features
+        decoder, vocab, config = load_runs(a.run)
         data = load_split(a.features, a.split, a.limit)
         ids, refs = data.image_ids, dict(zip(data.image_ids, data.captions))
         k = a.beam_width or config.beam_width
         alpha = config.length_alpha if a.length_alpha is None else a.length_alpha
-        systems[f"decoder (beam {k}, alpha {alpha:g})"] = decode_features(
+        name = "decoder" if len(a.run) == 1 else f"ensemble of {len(a.run)}"
+        systems[f"{name} (beam {k}, alpha {alpha:g})"] = decode_features(
             decoder, data.features, k, config.max_length, alpha, vocab.words,
             ban_unk=config.ban_unk)
         card = {"run": a.run, "beam_width": k, "length_alpha": alpha}

@@ -1,7 +1,8 @@
 """`altbeam export`: a training run folder -> one serving SavedModel + model_card.json.
 
 The SavedModel holds the encoder (with its ImageNet weights), the trained decoder,
-the vocabulary and the beam search, so serving needs TensorFlow only.
+the vocabulary and the beam search, so serving needs TensorFlow only. Several run
+folders that share a vocabulary export as one ensemble (model/ensemble.py).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import os
 import shutil
 import sys
 
+from model.ensemble import load_runs
 from model.serving import Captioner
-from model.train import load_decoder
 
 
 def build_encoder_for(config, weights: str | None = "imagenet"):
@@ -24,11 +25,12 @@ def build_encoder_for(config, weights: str | None = "imagenet"):
     return build_encoder(config.encoder, weights=weights)
 
 
-def export(run_dir: str, out: str, beam_width: int | None = None,
+def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
            length_alpha: float | None = None, max_length: int | None = None,
            float16: bool = True, encoder_weights: str | None = "imagenet",
            card: dict | None = None, overwrite: bool = False) -> str:
-    decoder, vocab, config = load_decoder(run_dir)
+    run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
+    decoder, vocab, config = load_runs(run_dirs)
     changes = {k: v for k, v in (("beam_width", beam_width), ("length_alpha", length_alpha),
                                  ("max_length", max_length)) if v is not None}
     config = config.replace(**changes)
@@ -39,13 +41,22 @@ def export(run_dir: str, out: str, beam_width: int | None = None,
         if not overwrite:
             raise SystemExit(f"altbeam export: {out} exists (use --overwrite)")
         shutil.rmtree(out)
-    history_path = os.path.join(run_dir, "history.json")
-    history = json.load(open(history_path)) if os.path.exists(history_path) else []
+    histories = {}
+    for d in run_dirs:
+        path = os.path.join(d, "history.json")
+        key = os.path.basename(os.path.abspath(d))
+        key = os.path.abspath(d) if key in histories else key
+        histories[key] = json.load(open(path)) if os.path.exists(path) else []
+    training = {"history": next(iter(histories.values())), "run_dir": next(iter(histories))}
+    if len(run_dirs) > 1:
+        training = {"ensemble": len(run_dirs), "runs": histories}
+    variant = config.decoder + (f"-x{len(run_dirs)}" if len(run_dirs) > 1 else "")
     info = {
-        "version": dt.datetime.now(dt.UTC).strftime("%Y.%m.%d-") + config.encoder + "-" + config.decoder,
+        "ensemble": len(run_dirs),
+        "version": dt.datetime.now(dt.UTC).strftime("%Y.%m.%d-") + config.encoder + "-" + variant,
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "weights_dtype": "float16 (decoder), float32 (encoder)" if float16 else "float32",
-        "training": {"history": history, "run_dir": os.path.basename(os.path.abspath(run_dir))},
+        "training": training,
     }
     info.update(card or {})
     model = Captioner(build_encoder_for(config, encoder_weights), decoder, vocab.words, config)
@@ -55,7 +66,8 @@ def export(run_dir: str, out: str, beam_width: int | None = None,
 
 def main(argv) -> int:
     ap = argparse.ArgumentParser(prog="altbeam export", description=__doc__.split("\n")[0])
-    ap.add_argument("run_dir", help="training run folder (from `altbeam train`)")
+    ap.add_argument("run_dir", nargs="+", help="training run folder (from `altbeam train`); "
+                    "several that share a vocabulary export as one ensemble")
     ap.add_argument("--out", required=True, help="SavedModel folder to write")
     ap.add_argument("--beam-width", type=int, help="beams K returned (default: training config)")
     ap.add_argument("--length-alpha", type=float, help="length normalisation exponent")

@@ -117,7 +117,8 @@ def carve_validation(train: FeatureSet, n: int, seed: int) -> tuple[FeatureSet, 
 
 
 def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int = 500,
-          limit: int | None = None, resume: bool = False, glove: str | None = None) -> dict:
+          limit: int | None = None, resume: bool = False, glove: str | None = None,
+          vocab_file: str | None = None) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     full = load_split(features_dir, "train", limit)
     config = config.replace(grid=int(np.sqrt(full.features.shape[1])),
@@ -128,6 +129,9 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
     vocab_path = os.path.join(run_dir, "vocab.json")
     if resume and os.path.exists(vocab_path):
         vocab = Vocabulary.load(vocab_path)
+    elif vocab_file:  # a shared vocabulary lets several runs be ensembled at export
+        vocab = Vocabulary.load(vocab_file)
+        vocab.save(vocab_path)
     else:
         vocab = Vocabulary.build((c for caps in train_set.captions for c in caps),
                                  config.min_word_count)
@@ -236,6 +240,8 @@ def parse_args(argv):
                     help="training images held out for early stopping")
     ap.add_argument("--limit", type=int, help="use only the first N training images")
     ap.add_argument("--glove", help="GloVe-format text file to initialise word embeddings")
+    ap.add_argument("--vocab", help="reuse this vocab.json (e.g. another run's) instead of "
+                    "building one; runs that share a vocabulary can be exported as an ensemble")
     for f in dataclasses.fields(ModelConfig):
         if f.name in ("vocab_size", "grid", "feature_channels", "image_size", "encoder"):
             continue
@@ -252,7 +258,7 @@ def main(argv) -> int:
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     config = ModelConfig(**{k: v for k, v in vars(args).items() if k in fields})
     result = train(config, args.features, args.out, args.val_images, args.limit, args.resume,
-                   args.glove)
+                   args.glove, args.vocab)
     print(f"best validation CIDEr {result['best_val_cider']:.3f}; run folder {args.out}")
     return 0
 

@@ -240,6 +240,12 @@ def parse_args(argv):
                     help="training images held out for early stopping")
     ap.add_argument("--limit", type=int, help="use only the first N training images")
     ap.add_argument("--glove", help="GloVe-format text file to initialise word embeddings")
+    ap.add_argument("--scst-from", metavar="RUN", help="instead of training from scratch, "
+                    "fine-tune RUN's best decoder with self-critical sequence training on "
+                    "CIDEr-D (model/scst.py) into --out")
+    ap.add_argument("--scst-epochs", type=int, default=3)
+    ap.add_argument("--scst-learning-rate", type=float, default=5e-5)
+    ap.add_argument("--scst-samples", type=int, default=5, help="captions sampled per image")
     ap.add_argument("--vocab", help="reuse this vocab.json (e.g. another run's) instead of "
                     "building one; runs that share a vocabulary can be exported as an ensemble")
     for f in dataclasses.fields(ModelConfig):
@@ -255,6 +261,13 @@ def parse_args(argv):
 
 def main(argv) -> int:
     args = parse_args(argv)
+    if args.scst_from:
+        from model.scst import finetune
+        result = finetune(args.scst_from, args.features, args.out, args.scst_epochs,
+                          args.scst_learning_rate, args.scst_samples,
+                          val_images=args.val_images, limit=args.limit, seed=args.seed)
+        print(f"best validation CIDEr {result['best_val_cider']:.3f}; run folder {args.out}")
+        return 0
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     config = ModelConfig(**{k: v for k, v in vars(args).items() if k in fields})
     result = train(config, args.features, args.out, args.val_images, args.limit, args.resume,

@@ -2,25 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from model.beam_search import beam_search
-from model.decoder import CaptionDecoder
 from model.ensemble import DecoderEnsemble, load_runs
 from model.evaluate import main as evaluate_main
 from model.export import build_encoder_for, export
-from model.tiny import TINY_WORDS, tiny_config
-from model.vocab import SPECIALS, START_ID, Vocabulary
-
-
-def _decoder(seed, **overrides):
-    dec = CaptionDecoder(tiny_config(seed=seed, **overrides))
-    dec.out_word.assign(dec.out_word * 3.0)  # distinct, confident members
-    return dec
+from model.tiny import TINY_WORDS
+from model.vocab import SPECIALS, START_ID
+from tests.fake_runs import fake_run, tiny_decoder, write_feature_shard
 
 
 def _features(n=3, seed=0):
@@ -39,8 +32,8 @@ def _run_member(dec, feats, words):
 
 def test_each_step_is_the_mean_of_the_members_distributions():
     # Different sizes and variants: the packed state must split back exactly.
-    members = [_decoder(1), _decoder(2, lstm_units=40, attention_units=8),
-               _decoder(3, decoder="show_and_tell")]
+    members = [tiny_decoder(1), tiny_decoder(2, lstm_units=40, attention_units=8),
+               tiny_decoder(3, decoder="show_and_tell")]
     ens = DecoderEnsemble(members)
     feats = _features()
     words = [[START_ID] * 3, [5, 6, 7], [8, 8, 9]]
@@ -60,7 +53,7 @@ def test_each_step_is_the_mean_of_the_members_distributions():
 
 
 def test_one_member_or_two_copies_search_exactly_like_the_decoder_alone():
-    dec, feats = _decoder(4), _features(seed=1)
+    dec, feats = tiny_decoder(4), _features(seed=1)
     alone = beam_search(dec, feats, 3, 8, 1.0, ban_unk=True)
     for ens in (DecoderEnsemble([dec]), DecoderEnsemble([dec, dec])):
         out = beam_search(ens, feats, 3, 8, 1.0, ban_unk=True)
@@ -70,28 +63,15 @@ def test_one_member_or_two_copies_search_exactly_like_the_decoder_alone():
 
 def test_members_must_share_vocabulary_and_features():
     with pytest.raises(ValueError, match="member 2 has vocab_size=30"):
-        DecoderEnsemble([_decoder(1), _decoder(2, vocab_size=30)])
+        DecoderEnsemble([tiny_decoder(1), tiny_decoder(2, vocab_size=30)])
     with pytest.raises(ValueError, match="feature_channels"):
-        DecoderEnsemble([_decoder(1), _decoder(2, feature_channels=8)])
+        DecoderEnsemble([tiny_decoder(1), tiny_decoder(2, feature_channels=8)])
     with pytest.raises(ValueError, match="at least one"):
         DecoderEnsemble([])
 
 
-def _fake_run(path, seed, words=None, **overrides):
-    """A run folder as `altbeam train` leaves it: config, vocab, best checkpoint."""
-    dec = _decoder(seed, **overrides)
-    os.makedirs(path)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        f.write(dec.config.to_json())
-    Vocabulary(words or list(SPECIALS) + TINY_WORDS).save(os.path.join(path, "vocab.json"))
-    json.dump([{"epoch": 1, "loss": 3.0, "val_cider": 0.1}],
-              open(os.path.join(path, "history.json"), "w"))
-    tf.train.Checkpoint(decoder=dec).write(os.path.join(path, "best", "ckpt"))
-    return str(path)
-
-
 def test_two_runs_export_as_one_ensemble_model(tmp_path):
-    runs = [_fake_run(tmp_path / "a", 1), _fake_run(tmp_path / "b", 2, lstm_units=40)]
+    runs = [fake_run(tmp_path / "a", 1), fake_run(tmp_path / "b", 2, lstm_units=40)]
     out = export(runs, str(tmp_path / "model"), beam_width=2)
     card = json.load(open(f"{out}/model_card.json"))
     assert card["ensemble"] == 2 and card["version"].endswith("-attention-x2")
@@ -116,30 +96,16 @@ def test_two_runs_export_as_one_ensemble_model(tmp_path):
 
 
 def test_runs_with_different_vocabularies_are_refused_with_the_fix(tmp_path):
-    a = _fake_run(tmp_path / "a", 1)
-    b = _fake_run(tmp_path / "b", 2, words=list(SPECIALS) + TINY_WORDS[::-1])
+    a = fake_run(tmp_path / "a", 1)
+    b = fake_run(tmp_path / "b", 2, words=list(SPECIALS) + TINY_WORDS[::-1])
     with pytest.raises(ValueError, match="different vocabulary.*--vocab"):
         load_runs([a, b])
 
 
-def _write_dev_shard(folder, n=4, grid=4, channels=16):
-    """A feature shard in the format `altbeam features` writes (random features)."""
-    os.makedirs(os.path.join(folder, "dev"))
-    rng = np.random.default_rng(0)
-    b = lambda v: tf.train.Feature(bytes_list=tf.train.BytesList(value=v))  # noqa: E731
-    i = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=v))  # noqa: E731
-    with tf.io.TFRecordWriter(os.path.join(folder, "dev", "features-00000-of-00001.tfrecord")) as w:
-        for k in range(n):
-            feats = rng.normal(size=(grid * grid, channels)).astype("<f2")
-            w.write(tf.train.Example(features=tf.train.Features(feature={
-                "image_id": b([f"img{k}".encode()]), "features": b([feats.tobytes()]),
-                "grid": i([grid]), "channels": i([channels]),
-                "captions": b([b"a dog on the grass", b"a dog runs"])})).SerializeToString())
-
-
 def test_evaluate_scores_an_ensemble_of_runs_on_cached_features(tmp_path, capsys):
-    runs = [_fake_run(tmp_path / "a", 1), _fake_run(tmp_path / "b", 2)]
-    _write_dev_shard(str(tmp_path / "features"))
+    runs = [fake_run(tmp_path / "a", 1), fake_run(tmp_path / "b", 2)]
+    write_feature_shard(str(tmp_path / "features"), "dev",
+                        [["a dog on the grass", "a dog runs"]] * 4)
     assert evaluate_main(["--run", *runs, "--features", str(tmp_path / "features"),
                           "--split", "dev", "--no-baselines", "--tokenizer", "simple",
                           "--out", str(tmp_path / "s.json")]) == 0

@@ -93,7 +93,10 @@ def main(argv) -> int:
                     "instead; several runs decode as one ensemble")
     ap.add_argument("--dataset", help="dataset (Flickr8k folder, captions.jsonl, COCO/Karpathy "
                     "json, JSONL/CSV); needed with --model")
-    ap.add_argument("--split", default="dev")
+    ap.add_argument("--split", default="dev", help="split to score; with --run, 'val' is the "
+                    "run's validation images (carved out of train as `altbeam train` did), "
+                    "for choosing settings without touching dev")
+    ap.add_argument("--val-images", type=int, default=500, help="with --split val: as in train")
     ap.add_argument("--features", help="feature shards (altbeam features): enables baselines; "
                     "required with --run")
     ap.add_argument("--beam-width", type=int, help="with --run: beams (default: run config)")
@@ -113,7 +116,13 @@ def main(argv) -> int:
         from model.features_io import load_split
         from model.train import decode_features
         decoder, vocab, config = load_runs(a.run)
-        data = load_split(a.features, a.split, a.limit)
+        if a.split == "val":  # the run's own validation images, carved out of train
+            from model.train import carve_validation
+            full = load_split(a.features, "train")
+            data = carve_validation(full, min(a.val_images, len(full) // 5), config.seed)[1]
+            data = data.subset(range(min(len(data), a.limit or len(data))))
+        else:
+            data = load_split(a.features, a.split, a.limit)
         ids, refs = data.image_ids, dict(zip(data.image_ids, data.captions))
         k = a.beam_width or config.beam_width
         alpha = config.length_alpha if a.length_alpha is None else a.length_alpha
@@ -138,7 +147,7 @@ def main(argv) -> int:
         print(f"captioning {len(items)} images of {a.split} with {model_dir}", file=sys.stderr)
         systems["model " + str(card.get("version", ""))] = caption_images(
             model_dir, [i.path for i in items], a.batch_size)
-    if a.features and not a.no_baselines:
+    if a.features and not a.no_baselines and a.split != "val":
         systems.update(baseline_captions(a.features, a.split, ids))
     table = score_table(refs, systems, a.tokenizer)
     print(f"\n{a.split}: {len(ids)} images, tokenizer {a.tokenizer}")

@@ -42,3 +42,20 @@ def test_evaluate_cli_scores_an_exported_model(tmp_path, sample_photos, capsys):
     scores = next(iter(result["scores"].values()))
     assert 0.0 <= scores["BLEU-4"] <= 1.0 and "CIDEr" in scores
     assert "BLEU-4" in capsys.readouterr().out
+
+
+def test_run_scored_on_its_own_validation_images(tmp_path):
+    from model.features_io import load_split
+    from model.train import carve_validation
+    from tests.fake_runs import fake_run, write_feature_shard
+    run = fake_run(tmp_path / "run", 1)
+    feats = str(tmp_path / "features")
+    write_feature_shard(feats, "train", [[f"a dog number {k}", "a dog"] for k in range(30)])
+    out = tmp_path / "val.json"
+    assert main(["--run", run, "--features", feats, "--split", "val",
+                          "--tokenizer", "simple", "--out", str(out)]) == 0
+    report = json.load(open(out))
+    # 30 training images: a fifth (6) are the validation set, chosen by the run's seed.
+    expected = carve_validation(load_split(feats, "train"), 6, 1)[1].image_ids
+    assert report["images"] == 6 and sorted(report["examples"]) == sorted(expected)
+    assert list(report["scores"]) == ["decoder (beam 3, alpha 0)"]  # no baselines on val

@@ -100,16 +100,19 @@ def advantages(rewards: np.ndarray) -> np.ndarray:
 class SelfCritic:
     """Sampling and the policy-gradient step for one decoder, compiled once."""
 
-    def __init__(self, decoder, learning_rate: float, max_length: int, ban_unk: bool = True):
+    def __init__(self, decoder, learning_rate: float, max_length: int, ban_unk: bool = True,
+                 xe_weight: float = 0.0):
         import keras
         self.decoder, self.T, self.ban_unk = decoder, int(max_length), ban_unk
+        self.xe_weight = float(xe_weight)
         self.optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
         L, C = decoder.config.grid_cells, decoder.config.feature_channels
         feats = tf.TensorSpec([None, L, C], tf.float16)
         self.sample = tf.function(self._sample, input_signature=[
             feats, tf.TensorSpec([], tf.int32)])
         self.step = tf.function(self._step, input_signature=[
-            feats, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.float32)])
+            feats, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.float32),
+            feats, tf.TensorSpec([None, None], tf.int32)])
 
     def _sample(self, features, seed):
         """features [N, L, C] -> one sampled caption per row: tokens [N, T] (pad after <end>)."""
@@ -133,24 +136,34 @@ class SelfCritic:
             last = word
         return tf.transpose(out.stack())
 
-    def _step(self, features, tokens, advantage):
-        """tokens [N, T+1] (<start> + sample); REINFORCE with per-sample advantages."""
+    def _step(self, features, tokens, advantage, ref_features, ref_tokens):
+        """tokens [N, T+1] (<start> + sample); REINFORCE with per-sample advantages, plus
+        ``xe_weight`` x teacher-forced cross-entropy on one reference per image
+        (ref_tokens), which anchors the language model while the policy moves."""
         variables = self.decoder.trainable_variables
         with tf.GradientTape() as tape:
-            logits, _ = self.decoder.teacher_forced(features, tokens, training=False)
-            targets = tokens[:, 1:]
-            mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
-            logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+            logp, mask = self._log_probs(features, tokens)
             loss = -tf.reduce_sum(advantage[:, None] * logp * mask) / tf.reduce_sum(mask)
+            if self.xe_weight:
+                ref_logp, ref_mask = self._log_probs(ref_features, ref_tokens)
+                loss += self.xe_weight * -tf.reduce_sum(ref_logp * ref_mask) / tf.reduce_sum(
+                    ref_mask)
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
+
+    def _log_probs(self, features, tokens):
+        logits, _ = self.decoder.teacher_forced(features, tokens, training=False)
+        targets = tokens[:, 1:]
+        mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+        return -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits), mask
 
 
 def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
              learning_rate: float = 5e-5, samples: int = 5, batch_images: int = 32,
-             val_images: int = 500, limit: int | None = None, seed: int = 0) -> dict:
+             val_images: int = 500, limit: int | None = None, seed: int = 0,
+             xe_weight: float = 0.0) -> dict:
     """SCST from ``source_run``'s best decoder into the new run folder ``run_dir``."""
-    from model.train import carve_validation, load_decoder, validate
+    from model.train import carve_validation, load_decoder, pad, validate
     if os.path.abspath(source_run) == os.path.abspath(run_dir):
         raise ValueError("--scst-from and --out must be different run folders")
     decoder, vocab, config = load_decoder(source_run)
@@ -160,9 +173,10 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
     full = load_split(features_dir, "train", limit)
     # The source run's own split, so validation images stay unseen by both stages.
     train_set, val_set = carve_validation(full, min(val_images, len(full) // 5), config.seed)
-    refs = [[vocab.encode(c, config.max_length)[1:] for c in caps] for caps in train_set.captions]
-    cider = CiderD(refs)
-    critic = SelfCritic(decoder, learning_rate, config.max_length, config.ban_unk)
+    ref_tokens = [[vocab.encode(c, config.max_length) for c in caps]
+                  for caps in train_set.captions]
+    cider = CiderD([[r[1:] for r in refs] for refs in ref_tokens])
+    critic = SelfCritic(decoder, learning_rate, config.max_length, config.ban_unk, xe_weight)
     best_path = os.path.join(run_dir, "best", "ckpt")
     scores = validate(decoder, val_set, config, vocab.words)
     history = [{"epoch": 0, "stage": "source", "source": os.path.abspath(source_run),
@@ -188,8 +202,10 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
             tokens[:, 0] = START_ID
             for k, r in enumerate(rows):
                 tokens[k, 1:1 + len(r)] = r
+            refs_now = pad([ref_tokens[i][rng.integers(len(ref_tokens[i]))] for i in idx])
             loss = critic.step(feats, tf.constant(tokens),
-                               tf.constant(advantages(rewards).ravel()))
+                               tf.constant(advantages(rewards).ravel()),
+                               tf.constant(train_set.features[idx]), tf.constant(refs_now))
             rewards_seen.append(float(rewards.mean()))
             losses.append(float(loss))
             if (b + 1) % 25 == 0:
@@ -200,6 +216,7 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
         train_s = time.time() - start
         scores = validate(decoder, val_set, config, vocab.words)
         record = {"epoch": epoch, "stage": "scst", "loss": float(np.mean(losses)),
+                  "xe_weight": xe_weight,
                   "sample_cider": float(np.mean(rewards_seen)), "lr": learning_rate,
                   "val_cider": scores["CIDEr"], "val_bleu4": scores["BLEU-4"],
                   "train_seconds": round(train_s, 1)}

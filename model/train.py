@@ -246,6 +246,9 @@ def parse_args(argv):
     ap.add_argument("--scst-epochs", type=int, default=3)
     ap.add_argument("--scst-learning-rate", type=float, default=5e-5)
     ap.add_argument("--scst-samples", type=int, default=5, help="captions sampled per image")
+    ap.add_argument("--scst-xe-weight", type=float, default=0.0, help="add this x the "
+                    "teacher-forced cross-entropy on the references (keeps the language model "
+                    "anchored; 0 = pure SCST)")
     ap.add_argument("--vocab", help="reuse this vocab.json (e.g. another run's) instead of "
                     "building one; runs that share a vocabulary can be exported as an ensemble")
     for f in dataclasses.fields(ModelConfig):
@@ -265,7 +268,8 @@ def main(argv) -> int:
         from model.scst import finetune
         result = finetune(args.scst_from, args.features, args.out, args.scst_epochs,
                           args.scst_learning_rate, args.scst_samples,
-                          val_images=args.val_images, limit=args.limit, seed=args.seed)
+                          val_images=args.val_images, limit=args.limit, seed=args.seed,
+                          xe_weight=args.scst_xe_weight)
         print(f"best validation CIDEr {result['best_val_cider']:.3f}; run folder {args.out}")
         return 0
     fields = {f.name for f in dataclasses.fields(ModelConfig)}

@@ -12,8 +12,10 @@ import tensorflow as tf
 from model.export import export
 from model.metrics import score_captions
 from model.scst import CiderD, SelfCritic, advantages, finetune, trim
+from model.tiny import TINY_WORDS
 from model.train import main as train_main
-from model.vocab import END_ID, PAD_ID, Vocabulary
+from model.train import pad
+from model.vocab import END_ID, PAD_ID, SPECIALS, Vocabulary
 from tests.fake_runs import fake_run, tiny_decoder, write_feature_shard
 
 REFS = {
@@ -100,3 +102,24 @@ def test_cli_refuses_to_overwrite_the_source_run(tmp_path):
     with pytest.raises(ValueError, match="different run folders"):
         train_main(["--scst-from", source, "--features", feats, "--out", source])
     assert os.listdir(os.path.join(source, "best"))  # untouched
+
+
+@pytest.mark.parametrize("xe_weight", [0.0, 0.5])
+def test_cross_entropy_anchor_pulls_toward_the_references(xe_weight):
+    dec = tiny_decoder(2)
+    critic = SelfCritic(dec, 1e-2, max_length=8, xe_weight=xe_weight)
+    feats = tf.constant(np.random.default_rng(1).normal(size=(4, 16, 16)), tf.float16)
+    vocab = Vocabulary(list(SPECIALS) + TINY_WORDS)
+    refs = tf.constant(pad([vocab.encode("a dog on the grass")] * 4))
+    sampled = tf.concat([tf.fill([4, 1], 1), critic.sample(feats, tf.constant(0))], axis=1)
+    zero = tf.zeros([4])  # no advantage: only the anchor can move the weights
+    before, mask = critic._log_probs(feats, refs)
+    for _ in range(10):
+        critic.step(feats, sampled, zero, feats, refs)
+    after, _ = critic._log_probs(feats, refs)
+    gain = float(tf.reduce_sum((after - before) * mask))
+    if xe_weight:
+        assert gain > 1.0
+    else:
+        assert gain == 0.0
+

@@ -23,12 +23,28 @@ def _gather_beams(x, beam_idx):
     return tf.gather(x, beam_idx, axis=1, batch_dims=1)
 
 
+def repeated_trigram_ban(tokens, t, vocab):
+    """tokens [R, T] written up to step t (exclusive) -> [R, V] 1.0 where the word would
+    complete a trigram already in the row (the last two words followed it before)."""
+    R, T = tf.shape(tokens)[0], tf.shape(tokens)[1]
+    prev2 = tf.gather(tokens, tf.maximum(t - 2, 0), axis=1)[:, None]
+    prev1 = tf.gather(tokens, tf.maximum(t - 1, 0), axis=1)[:, None]
+    first, second, follow = tokens[:, :-2], tokens[:, 1:-1], tokens[:, 2:]
+    complete = tf.range(T - 2)[None] + 2 < t           # trigram j..j+2 already written
+    match = complete & tf.equal(first, prev2) & tf.equal(second, prev1) & (t >= 2)
+    rows = tf.broadcast_to(tf.range(R)[:, None], tf.shape(follow))
+    index = tf.stack([rows, follow], axis=-1)
+    return tf.tensor_scatter_nd_max(tf.zeros(tf.stack([R, vocab])), index,
+                                    tf.cast(match, tf.float32))
+
+
 def beam_search(decoder, features, beam_width: int, max_length: int, length_alpha: float = 0.0,
-                ban_unk: bool = False):
+                ban_unk: bool = False, block_repeated_trigrams: bool = False):
     """features [N, L, C] -> dict(tokens [N, K, T] int32, scores [N, K], lengths [N, K],
     log_probs [N, K], attention [N, K, T, L]); beams sorted best first.
 
     ban_unk: never emit <unk> (served captions must not contain it).
+    block_repeated_trigrams: never emit a word that repeats a trigram of the same beam.
 
     Tokens after a beam's <end> are <pad>; ``lengths`` counts words including <end>.
     """
@@ -61,6 +77,8 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
         logits, h, c, alpha = decoder.step(last, h, c, feats, projected)
         # A caption has at least one word: <end> is banned at the first step.
         ban = banned + tf.cast(tf.equal(t, 0), tf.float32) * tf.one_hot(END_ID, vocab)
+        if block_repeated_trigrams:
+            ban = ban + repeated_trigram_ban(tf.reshape(tokens, [N * K, T]), t, vocab)
         step_lp = tf.reshape(tf.nn.log_softmax(logits) + ban * NEG_INF, [N, K, vocab])
         # A finished beam may only extend itself with <pad>, at no cost.
         step_lp = tf.where(finished[..., None], pad_row[None, None], step_lp)

@@ -29,6 +29,9 @@ class ModelConfig:
     length_alpha: float = 0.0
     # Never emit <unk> when decoding: alt text must not contain placeholder tokens.
     ban_unk: bool = True
+    # Never repeat a word trigram within a caption ("in front of a building in front of
+    # a building"): beam search bans the word that would complete a seen trigram.
+    block_repeated_trigrams: bool = False
     # Training
     attention_penalty: float = 1.0   # doubly-stochastic regulariser (lambda in SAT)
     label_smoothing: float = 0.0

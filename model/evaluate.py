@@ -101,6 +101,8 @@ def main(argv) -> int:
                     "required with --run")
     ap.add_argument("--beam-width", type=int, help="with --run: beams (default: run config)")
     ap.add_argument("--length-alpha", type=float, help="with --run: length normalisation")
+    ap.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=None,
+                    help="with --run: never repeat a trigram in a caption (default: run config)")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--tokenizer", choices=("ptb", "simple"), default="ptb")
     ap.add_argument("--limit", type=int)
@@ -126,11 +128,14 @@ def main(argv) -> int:
         ids, refs = data.image_ids, dict(zip(data.image_ids, data.captions))
         k = a.beam_width or config.beam_width
         alpha = config.length_alpha if a.length_alpha is None else a.length_alpha
+        block = config.block_repeated_trigrams if a.block_trigrams is None else a.block_trigrams
         name = "decoder" if len(a.run) == 1 else f"ensemble of {len(a.run)}"
-        systems[f"{name} (beam {k}, alpha {alpha:g})"] = decode_features(
+        name += f" (beam {k}, alpha {alpha:g}{', trigrams blocked' if block else ''})"
+        systems[name] = decode_features(
             decoder, data.features, k, config.max_length, alpha, vocab.words,
-            ban_unk=config.ban_unk)
-        card = {"run": a.run, "beam_width": k, "length_alpha": alpha}
+            ban_unk=config.ban_unk, block_repeated_trigrams=block)
+        card = {"run": a.run, "beam_width": k, "length_alpha": alpha,
+                "block_repeated_trigrams": block}
     else:
         from model import DEFAULT_MODEL_DIR
         from model.datasets import load_dataset

@@ -28,11 +28,14 @@ def build_encoder_for(config, weights: str | None = "imagenet"):
 def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
            length_alpha: float | None = None, max_length: int | None = None,
            float16: bool = True, encoder_weights: str | None = "imagenet",
-           card: dict | None = None, overwrite: bool = False) -> str:
+           card: dict | None = None, overwrite: bool = False,
+           block_repeated_trigrams: bool | None = None) -> str:
     run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
     decoder, vocab, config = load_runs(run_dirs)
     changes = {k: v for k, v in (("beam_width", beam_width), ("length_alpha", length_alpha),
-                                 ("max_length", max_length)) if v is not None}
+                                 ("max_length", max_length),
+                                 ("block_repeated_trigrams", block_repeated_trigrams))
+               if v is not None}
     config = config.replace(**changes)
     decoder.config = config
     if float16:
@@ -72,6 +75,8 @@ def main(argv) -> int:
     ap.add_argument("--beam-width", type=int, help="beams K returned (default: training config)")
     ap.add_argument("--length-alpha", type=float, help="length normalisation exponent")
     ap.add_argument("--max-length", type=int, help="words generated at most")
+    ap.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=None,
+                    help="never repeat a word trigram within a caption (default: run config)")
     ap.add_argument("--float32", action="store_true", help="keep decoder weights in float32")
     ap.add_argument("--encoder-weights", default="imagenet", help="'imagenet' or a .pth path")
     ap.add_argument("--card", help="JSON file merged into model_card.json (e.g. scores)")
@@ -79,7 +84,7 @@ def main(argv) -> int:
     a = ap.parse_args(argv)
     card = json.load(open(a.card)) if a.card else None
     path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length, not a.float32,
-                  a.encoder_weights, card, a.overwrite)
+                  a.encoder_weights, card, a.overwrite, a.block_trigrams)
     print(f"exported {path}")
     return 0
 

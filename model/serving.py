@@ -44,7 +44,7 @@ class Captioner(tf.Module):
         features = tf.reshape(grid, [shape[0], shape[1] * shape[2], shape[3]])
         c = self.config
         return beam_search(self.decoder, features, c.beam_width, c.max_length, c.length_alpha,
-                           c.ban_unk)
+                           c.ban_unk, c.block_repeated_trigrams)
 
     def _serve(self, images):
         out = self._search(images)
@@ -79,6 +79,7 @@ def write_model_card(path: str, config: ModelConfig, extra: dict) -> None:
         "beam_width": config.beam_width,
         "max_length": config.max_length,
         "length_alpha": config.length_alpha,
+        "block_repeated_trigrams": config.block_repeated_trigrams,
         "vocab_size": config.vocab_size,
         "config": json.loads(config.to_json()),
     }

@@ -88,12 +88,13 @@ class Trainer:
 
 def decode_features(decoder, features: np.ndarray, beam_width: int, max_length: int,
                     length_alpha: float, words: list[str], batch: int = 128,
-                    ban_unk: bool = True) -> list[str]:
+                    ban_unk: bool = True, block_repeated_trigrams: bool = False) -> list[str]:
     """Best caption per image, straight from cached features (no encoder)."""
     from model.beam_search import beam_search, tokens_to_text
     table = tf.constant(words)
     search = tf.function(lambda f: tokens_to_text(table, beam_search(
-        decoder, f, beam_width, max_length, length_alpha, ban_unk)["tokens"][:, 0]))
+        decoder, f, beam_width, max_length, length_alpha, ban_unk,
+        block_repeated_trigrams)["tokens"][:, 0]))
     out = []
     for s in range(0, len(features), batch):
         out += [t.decode() for t in search(tf.constant(features[s:s + batch])).numpy()]
@@ -105,7 +106,8 @@ def validate(decoder, data: FeatureSet, config: ModelConfig, words: list[str],
     from model.metrics import score_captions
     hyps = decode_features(decoder, data.features, beam_width or config.beam_width,
                            config.max_length, config.length_alpha, words,
-                           ban_unk=config.ban_unk)
+                           ban_unk=config.ban_unk,
+                           block_repeated_trigrams=config.block_repeated_trigrams)
     refs = {i: caps for i, caps in zip(data.image_ids, data.captions)}
     return score_captions(refs, dict(zip(data.image_ids, hyps)), scorers=("bleu", "cider"),
                           tokenizer="simple")

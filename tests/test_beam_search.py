@@ -133,3 +133,36 @@ def test_tokens_to_text_stops_at_end_and_drops_specials():
     words = tf.constant(["<pad>", "<start>", "<end>", "<unk>", "a", "dog"])
     tokens = tf.constant([[4, 5, 2, 4, 0], [4, 3, 5, 0, 0]])
     assert [t.decode() for t in tokens_to_text(words, tokens).numpy()] == ["a dog", "a <unk> dog"]
+
+
+def _trigrams(seq):
+    return [tuple(seq[i:i + 3]) for i in range(len(seq) - 2)]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_blocked_trigrams_never_repeat_within_a_beam(k):
+    dec = _decoder(vocab=7, seed=5)
+    # A decoder that wants the same word forever: "w w w w ..." repeats trigram (w, w, w).
+    bias = np.zeros(7, np.float32)
+    bias[4] = 8.0
+    dec.out_bias.assign(bias)
+    feats = _features(n=3)
+    free = beam_search(dec, feats, k, 8, ban_unk=True)["tokens"].numpy()
+    assert any(len(set(_trigrams(list(s)))) < len(_trigrams(list(s))) for s in free[:, 0])
+    blocked = beam_search(dec, feats, k, 8, ban_unk=True, block_repeated_trigrams=True)
+    for seq in blocked["tokens"].numpy().reshape(-1, 8):
+        words = [int(t) for t in seq if t not in (PAD_ID, END_ID)]
+        assert len(set(_trigrams(words))) == len(_trigrams(words)), words
+        assert 4 in words  # still the favourite word, just never three-in-a-row twice
+
+
+def test_trigram_ban_marks_only_words_completing_a_seen_trigram():
+    from model.beam_search import repeated_trigram_ban
+    tokens = tf.constant([[5, 6, 7, 5, 6, 0, 0], [5, 6, 5, 6, 0, 0, 0]], tf.int32)
+    ban = repeated_trigram_ban(tokens, tf.constant(5), 9).numpy()
+    assert ban[0].tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 0]  # "5 6" was followed by 7
+    # Row 2 at t=5 reads position 4 (a pad), so its last two words are "6 <pad>": no ban.
+    assert ban[1].sum() == 0
+    ban = repeated_trigram_ban(tokens, tf.constant(4), 9).numpy()
+    assert ban[1].tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0]  # "5 6" was followed by 5
+    assert repeated_trigram_ban(tokens, tf.constant(1), 9).numpy().sum() == 0

@@ -72,9 +72,10 @@ def test_members_must_share_vocabulary_and_features():
 
 def test_two_runs_export_as_one_ensemble_model(tmp_path):
     runs = [fake_run(tmp_path / "a", 1), fake_run(tmp_path / "b", 2, lstm_units=40)]
-    out = export(runs, str(tmp_path / "model"), beam_width=2)
+    out = export(runs, str(tmp_path / "model"), beam_width=2, block_repeated_trigrams=True)
     card = json.load(open(f"{out}/model_card.json"))
     assert card["ensemble"] == 2 and card["version"].endswith("-attention-x2")
+    assert card["block_repeated_trigrams"] is True
     assert set(card["training"]["runs"]) == {"a", "b"}
     loaded = tf.saved_model.load(out)
     images = tf.constant(np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3)), tf.uint8)
@@ -91,7 +92,8 @@ def test_two_runs_export_as_one_ensemble_model(tmp_path):
     ens.to_float16()
     encoder_out = build_encoder_for(config)(tf.cast(images, tf.float32))
     feats = tf.reshape(encoder_out, [2, 16, 16])
-    expected = beam_search(ens, feats, 2, 8, card["length_alpha"], ban_unk=True)
+    expected = beam_search(ens, feats, 2, 8, card["length_alpha"], ban_unk=True,
+                           block_repeated_trigrams=True)
     np.testing.assert_allclose(result["scores"].numpy(), expected["scores"].numpy(), rtol=1e-4)
 
 

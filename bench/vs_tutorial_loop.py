@@ -106,16 +106,18 @@ def tutorial_caption(path, size: int, models, words: list[str], max_length: int)
 
 
 def decoder_from_savedmodel(model_dir: str, config):
-    """Rebuild the CaptionDecoder (float32) and the word list from an exported model."""
+    """Rebuild the CaptionDecoder (float32) and the word list from an exported model.
+    For an ensemble, its first member: the tutorial loop runs one decoder."""
     import tensorflow as tf
 
     from model.decoder import CaptionDecoder
 
     loaded = tf.saved_model.load(model_dir)
+    source = loaded.decoder.members[0] if hasattr(loaded.decoder, "members") else loaded.decoder
     decoder = CaptionDecoder(config)
     for name, variable in vars(decoder).items():
         if isinstance(variable, tf.Variable):
-            variable.assign(tf.cast(getattr(loaded.decoder, name), tf.float32))
+            variable.assign(tf.cast(getattr(source, name), tf.float32))
     words = [w.decode("utf-8") for w in loaded.words.numpy()]
     return decoder, words
 

@@ -41,6 +41,13 @@ class ModelConfig:
     patience: int = 3
     min_word_count: int = 3
     seed: int = 1
+    # Seed of the validation carve-out (-1: `seed`). Runs meant to be ensembled should
+    # share it, so their common validation images are unseen by every member.
+    split_seed: int = -1
+
+    @property
+    def validation_seed(self) -> int:
+        return self.seed if self.split_seed < 0 else self.split_seed
 
     @property
     def grid_cells(self) -> int:

@@ -121,7 +121,7 @@ def main(argv) -> int:
         if a.split == "val":  # the run's own validation images, carved out of train
             from model.train import carve_validation
             full = load_split(a.features, "train")
-            data = carve_validation(full, min(a.val_images, len(full) // 5), config.seed)[1]
+            data = carve_validation(full, min(a.val_images, len(full) // 5), config.validation_seed)[1]
             data = data.subset(range(min(len(data), a.limit or len(data))))
         else:
             data = load_split(a.features, a.split, a.limit)

@@ -172,7 +172,7 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
         shutil.copy(os.path.join(source_run, name), os.path.join(run_dir, name))
     full = load_split(features_dir, "train", limit)
     # The source run's own split, so validation images stay unseen by both stages.
-    train_set, val_set = carve_validation(full, min(val_images, len(full) // 5), config.seed)
+    train_set, val_set = carve_validation(full, min(val_images, len(full) // 5), config.validation_seed)
     ref_tokens = [[vocab.encode(c, config.max_length) for c in caps]
                   for caps in train_set.captions]
     cider = CiderD([[r[1:] for r in refs] for refs in ref_tokens])

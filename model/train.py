@@ -127,7 +127,8 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
                             feature_channels=full.features.shape[2],
                             encoder=full.encoder or config.encoder,
                             image_size=full.image_size or config.image_size)
-    train_set, val_set = carve_validation(full, min(val_images, len(full) // 5), config.seed)
+    train_set, val_set = carve_validation(full, min(val_images, len(full) // 5),
+                                          config.validation_seed)
     vocab_path = os.path.join(run_dir, "vocab.json")
     if resume and os.path.exists(vocab_path):
         vocab = Vocabulary.load(vocab_path)

@@ -59,3 +59,12 @@ def test_run_scored_on_its_own_validation_images(tmp_path):
     expected = carve_validation(load_split(feats, "train"), 6, 1)[1].image_ids
     assert report["images"] == 6 and sorted(report["examples"]) == sorted(expected)
     assert list(report["scores"]) == ["decoder (beam 3, alpha 0)"]  # no baselines on val
+    # A run initialised with another seed but the same split seed holds out the same images.
+    other = fake_run(tmp_path / "other", 5, split_seed=1)
+    assert main(["--run", other, "--features", feats, "--split", "val", "--tokenizer",
+                 "simple", "--out", str(out)]) == 0
+    assert sorted(json.load(open(out))["examples"]) == sorted(expected)
+    moved = fake_run(tmp_path / "moved", 1, split_seed=4)
+    assert main(["--run", moved, "--features", feats, "--split", "val", "--tokenizer",
+                 "simple", "--out", str(out)]) == 0
+    assert sorted(json.load(open(out))["examples"]) != sorted(expected)

@@ -23,6 +23,15 @@ def _gather_beams(x, beam_idx):
     return tf.gather(x, beam_idx, axis=1, batch_dims=1)
 
 
+def words_banned_at(t, vocab, ban_unk: bool):
+    """[V] 1.0 on the words a live caption may not emit at step t: <pad> and <start>
+    always, <unk> when banned, <end> at t = 0 (a caption has at least one word)."""
+    banned = tf.one_hot(PAD_ID, vocab) + tf.one_hot(START_ID, vocab)
+    if ban_unk:
+        banned += tf.one_hot(UNK_ID, vocab)
+    return banned + tf.cast(tf.equal(t, 0), tf.float32) * tf.one_hot(END_ID, vocab)
+
+
 def repeated_trigram_ban(tokens, t, vocab):
     """tokens [R, T] written up to step t (exclusive) -> [R, V] 1.0 where the word would
     complete a trigram already in the row (the last two words followed it before)."""
@@ -68,15 +77,10 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     lengths = tf.zeros([N, K], tf.int32)
     last = tf.fill([N * K], START_ID)
     pad_row = tf.one_hot(PAD_ID, vocab, on_value=0.0, off_value=NEG_INF)
-    # Live beams never emit <pad> or <start>.
-    banned = tf.one_hot(PAD_ID, vocab) + tf.one_hot(START_ID, vocab)
-    if ban_unk:
-        banned += tf.one_hot(UNK_ID, vocab)
 
     def body(t, last, h, c, log_probs, tokens, attention, finished, lengths):
         logits, h, c, alpha = decoder.step(last, h, c, feats, projected)
-        # A caption has at least one word: <end> is banned at the first step.
-        ban = banned + tf.cast(tf.equal(t, 0), tf.float32) * tf.one_hot(END_ID, vocab)
+        ban = words_banned_at(t, vocab, ban_unk)
         if block_repeated_trigrams:
             ban = ban + repeated_trigram_ban(tf.reshape(tokens, [N * K, T]), t, vocab)
         step_lp = tf.reshape(tf.nn.log_softmax(logits) + ban * NEG_INF, [N, K, vocab])

@@ -119,9 +119,8 @@ def main(argv) -> int:
         from model.train import decode_features
         decoder, vocab, config = load_runs(a.run)
         if a.split == "val":  # the run's own validation images, carved out of train
-            from model.train import carve_validation
-            full = load_split(a.features, "train")
-            data = carve_validation(full, min(a.val_images, len(full) // 5), config.validation_seed)[1]
+            from model.train import validation_split
+            data = validation_split(load_split(a.features, "train"), a.val_images, config)[1]
             data = data.subset(range(min(len(data), a.limit or len(data))))
         else:
             data = load_split(a.features, a.split, a.limit)

@@ -50,9 +50,11 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
         key = os.path.basename(os.path.abspath(d))
         key = os.path.abspath(d) if key in histories else key
         histories[key] = json.load(open(path)) if os.path.exists(path) else []
-    training = {"history": next(iter(histories.values())), "run_dir": next(iter(histories))}
     if len(run_dirs) > 1:
         training = {"ensemble": len(run_dirs), "runs": histories}
+    else:
+        (name, history), = histories.items()
+        training = {"history": history, "run_dir": name}
     variant = config.decoder + (f"-x{len(run_dirs)}" if len(run_dirs) > 1 else "")
     info = {
         "ensemble": len(run_dirs),

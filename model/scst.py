@@ -28,9 +28,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from model.beam_search import NEG_INF
+from model.beam_search import NEG_INF, words_banned_at
 from model.features_io import load_split
-from model.vocab import END_ID, PAD_ID, START_ID, UNK_ID
+from model.vocab import END_ID, PAD_ID, START_ID
 
 
 def _ngrams(ids, n_max: int = 4) -> collections.Counter:
@@ -120,14 +120,11 @@ class SelfCritic:
         feats, projected = dec.prepare(features)
         h, c = dec.init_state(feats)
         n = tf.shape(feats)[0]
-        banned = tf.one_hot(PAD_ID, vocab) + tf.one_hot(START_ID, vocab)
-        if self.ban_unk:
-            banned += tf.one_hot(UNK_ID, vocab)
         last, finished = tf.fill([n], START_ID), tf.zeros([n], tf.bool)
         out = tf.TensorArray(tf.int32, size=self.T)
         for t in tf.range(self.T):
             logits, h, c, _ = dec.step(last, h, c, feats, projected)
-            ban = banned + tf.cast(tf.equal(t, 0), tf.float32) * tf.one_hot(END_ID, vocab)
+            ban = words_banned_at(t, vocab, self.ban_unk)
             word = tf.random.stateless_categorical(logits + ban * NEG_INF, 1,
                                                    seed=tf.stack([seed, t]), dtype=tf.int32)[:, 0]
             word = tf.where(finished, PAD_ID, word)
@@ -163,7 +160,7 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
              val_images: int = 500, limit: int | None = None, seed: int = 0,
              xe_weight: float = 0.0) -> dict:
     """SCST from ``source_run``'s best decoder into the new run folder ``run_dir``."""
-    from model.train import carve_validation, load_decoder, pad, validate
+    from model.train import load_decoder, pad, validate, validation_split
     if os.path.abspath(source_run) == os.path.abspath(run_dir):
         raise ValueError("--scst-from and --out must be different run folders")
     decoder, vocab, config = load_decoder(source_run)
@@ -172,7 +169,7 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
         shutil.copy(os.path.join(source_run, name), os.path.join(run_dir, name))
     full = load_split(features_dir, "train", limit)
     # The source run's own split, so validation images stay unseen by both stages.
-    train_set, val_set = carve_validation(full, min(val_images, len(full) // 5), config.validation_seed)
+    train_set, val_set = validation_split(full, val_images, config)
     ref_tokens = [[vocab.encode(c, config.max_length) for c in caps]
                   for caps in train_set.captions]
     cider = CiderD([[r[1:] for r in refs] for refs in ref_tokens])
@@ -182,6 +179,8 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
     history = [{"epoch": 0, "stage": "source", "source": os.path.abspath(source_run),
                 "val_cider": scores["CIDEr"], "val_bleu4": scores["BLEU-4"]}]
     best = scores["CIDEr"]
+    history_path = os.path.join(run_dir, "history.json")
+    json.dump(history, open(history_path, "w"), indent=2)
     tf.train.Checkpoint(decoder=decoder).write(best_path)
     print(f"SCST from {source_run}: {len(train_set)} images x {samples} samples, "
           f"start val CIDEr {best:.3f}", flush=True)
@@ -193,19 +192,17 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
         n_batches = (len(order) + batch_images - 1) // batch_images
         for b in range(n_batches):
             idx = np.sort(order[b * batch_images:(b + 1) * batch_images])
-            feats = tf.repeat(tf.constant(train_set.features[idx]), samples, axis=0)
+            images = tf.constant(train_set.features[idx])
+            feats = tf.repeat(images, samples, axis=0)
             sampled = critic.sample(feats, tf.constant(int(rng.integers(2 ** 31 - 1)), tf.int32))
             rows = [trim(r) for r in sampled.numpy()]
             rewards = np.array([cider.score(int(idx[k // samples]), r)
                                 for k, r in enumerate(rows)], np.float32).reshape(-1, samples)
-            tokens = np.full((len(rows), config.max_length + 1), PAD_ID, np.int32)
-            tokens[:, 0] = START_ID
-            for k, r in enumerate(rows):
-                tokens[k, 1:1 + len(r)] = r
+            tokens = pad([[START_ID] + r for r in rows])
             refs_now = pad([ref_tokens[i][rng.integers(len(ref_tokens[i]))] for i in idx])
             loss = critic.step(feats, tf.constant(tokens),
                                tf.constant(advantages(rewards).ravel()),
-                               tf.constant(train_set.features[idx]), tf.constant(refs_now))
+                               images, tf.constant(refs_now))
             rewards_seen.append(float(rewards.mean()))
             losses.append(float(loss))
             if (b + 1) % 25 == 0:
@@ -229,9 +226,8 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
             best = scores["CIDEr"]
             tf.train.Checkpoint(decoder=decoder).write(best_path)
         tf.train.Checkpoint(decoder=decoder).write(os.path.join(run_dir, "checkpoints", "last"))
-        json.dump(history, open(os.path.join(run_dir, "history.json"), "w"), indent=2)
+        json.dump(history, open(history_path, "w"), indent=2)
         print(f"scst epoch {epoch}: sample CIDEr-D {record['sample_cider']:.3f}  val CIDEr "
               f"{scores['CIDEr']:.3f}  BLEU-4 {scores['BLEU-4']:.3f}  ({train_s:.0f} s)"
               f"{'  *best' if improved else ''}", flush=True)
-    json.dump(history, open(os.path.join(run_dir, "history.json"), "w"), indent=2)
     return {"run_dir": run_dir, "history": history, "best_val_cider": best}

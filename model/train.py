@@ -118,6 +118,13 @@ def carve_validation(train: FeatureSet, n: int, seed: int) -> tuple[FeatureSet, 
     return train.subset(sorted(order[n:])), train.subset(sorted(order[:n]))
 
 
+def validation_split(full: FeatureSet, val_images: int,
+                     config: ModelConfig) -> tuple[FeatureSet, FeatureSet]:
+    """(training, validation) as `altbeam train` carves them: ``val_images`` (a fifth of
+    the split at most), chosen by the run's split seed."""
+    return carve_validation(full, min(val_images, len(full) // 5), config.validation_seed)
+
+
 def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int = 500,
           limit: int | None = None, resume: bool = False, glove: str | None = None,
           vocab_file: str | None = None) -> dict:
@@ -127,8 +134,7 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
                             feature_channels=full.features.shape[2],
                             encoder=full.encoder or config.encoder,
                             image_size=full.image_size or config.image_size)
-    train_set, val_set = carve_validation(full, min(val_images, len(full) // 5),
-                                          config.validation_seed)
+    train_set, val_set = validation_split(full, val_images, config)
     vocab_path = os.path.join(run_dir, "vocab.json")
     if resume and os.path.exists(vocab_path):
         vocab = Vocabulary.load(vocab_path)

@@ -53,7 +53,7 @@ def test_run_scored_on_its_own_validation_images(tmp_path):
     write_feature_shard(feats, "train", [[f"a dog number {k}", "a dog"] for k in range(30)])
     out = tmp_path / "val.json"
     assert main(["--run", run, "--features", feats, "--split", "val",
-                          "--tokenizer", "simple", "--out", str(out)]) == 0
+                 "--tokenizer", "simple", "--out", str(out)]) == 0
     report = json.load(open(out))
     # 30 training images: a fifth (6) are the validation set, chosen by the run's seed.
     expected = carve_validation(load_split(feats, "train"), 6, 1)[1].image_ids

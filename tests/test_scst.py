@@ -122,4 +122,3 @@ def test_cross_entropy_anchor_pulls_toward_the_references(xe_weight):
         assert gain > 1.0
     else:
         assert gain == 0.0
-

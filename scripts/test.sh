@@ -7,5 +7,18 @@ ALTBEAM_SETUP_EXTRAS=test bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}" NO_GCE_CHECK=true
 echo "[altbeam tests] ruff check ." >&2
 .venv/bin/ruff check .
+# The reliability tests run the CLI as the unprivileged user nobody (so a mode-000 file
+# is really unreadable); nobody must be able to reach this checkout. A private parent
+# folder (mktemp -d makes 0700 ones) gets search permission only (o+x: no listing).
+if [ "$(id -u)" = 0 ]; then
+    dir="$PWD"
+    while [ "$dir" != / ]; do
+        if ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -x "$dir" 2>/dev/null; then
+            echo "[altbeam tests] chmod o+x $dir (nobody must reach the checkout)" >&2
+            chmod o+x "$dir"
+        fi
+        dir="$(dirname "$dir")"
+    done
+fi
 echo "[altbeam tests] pytest" >&2
 .venv/bin/python -m pytest "$@"

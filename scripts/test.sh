@@ -11,13 +11,14 @@ echo "[altbeam tests] ruff check ." >&2
 # is really unreadable); nobody must be able to reach this checkout. A private parent
 # folder (mktemp -d makes 0700 ones) gets search permission only (o+x: no listing).
 if [ "$(id -u)" = 0 ]; then
-    dir="$PWD"
-    while [ "$dir" != / ]; do
+    dir=""
+    IFS=/ read -ra parts <<< "${PWD#/}"
+    for part in "${parts[@]}"; do   # from / down, so each check sees its parents fixed
+        dir="$dir/$part"
         if ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -x "$dir" 2>/dev/null; then
             echo "[altbeam tests] chmod o+x $dir (nobody must reach the checkout)" >&2
             chmod o+x "$dir"
         fi
-        dir="$(dirname "$dir")"
     done
 fi
 echo "[altbeam tests] pytest" >&2

@@ -117,7 +117,10 @@ def decoder_from_savedmodel(model_dir: str, config):
     decoder = CaptionDecoder(config)
     for name, variable in vars(decoder).items():
         if isinstance(variable, tf.Variable):
-            variable.assign(tf.cast(getattr(source, name), tf.float32))
+            stored = getattr(source, name)
+            if hasattr(stored, "q"):  # an int8 export: matrix = q * per-column scale
+                stored = tf.cast(stored.q, tf.float32) * stored.scale
+            variable.assign(tf.cast(stored, tf.float32))
     words = [w.decode("utf-8") for w in loaded.words.numpy()]
     return decoder, words
 

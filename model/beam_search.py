@@ -60,7 +60,7 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     K, T = int(beam_width), int(max_length)
     features = tf.convert_to_tensor(features)
     N, L = tf.shape(features)[0], tf.shape(features)[1]
-    vocab = tf.shape(decoder.embedding)[0]
+    vocab = decoder.embedding.shape[0]  # a Variable or an Int8Weight
 
     feats, projected = decoder.prepare(features)
     h, c = decoder.init_state(feats)

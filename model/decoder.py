@@ -26,6 +26,27 @@ def _glorot(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return rng.uniform(-limit, limit, size=shape).astype(np.float32)
 
 
+class Int8Weight(tf.Module):
+    """A weight matrix stored as int8 with one float32 scale per output column (per row
+    for the embedding, which is read by row): a quarter of float32's size. Symmetric,
+    round-to-nearest; ``dequantize`` gives the float32 matrix back to within scale/2."""
+
+    def __init__(self, value, per_row: bool = False, name: str | None = None):
+        super().__init__(name=name)
+        value = tf.cast(value, tf.float32)
+        peak = tf.reduce_max(tf.abs(value), axis=1 if per_row else 0, keepdims=True)
+        scale = tf.where(peak > 0, peak / 127.0, tf.ones_like(peak))
+        self.q = tf.Variable(tf.cast(tf.round(value / scale), tf.int8), name="q")
+        self.scale = tf.Variable(scale, name="scale")
+
+    @property
+    def shape(self):
+        return self.q.shape
+
+    def dequantize(self):
+        return tf.cast(self.q, tf.float32) * self.scale
+
+
 class CaptionDecoder(tf.Module):
     """Decoder weights plus the two functions beam search needs: init_state and step."""
 
@@ -68,14 +89,26 @@ class CaptionDecoder(tf.Module):
         self.out_bias = var(np.zeros(V, np.float32), name="out_bias")
 
     def _v(self, variable):
-        # Weights may be stored as float16 in an exported model (half the size); compute
-        # always runs in float32.
+        # Weights may be stored as float16 or int8 in an exported model (half / a quarter
+        # of the size); compute always runs in float32.
+        if isinstance(variable, Int8Weight):
+            return variable.dequantize()
         return variable if variable.dtype == tf.float32 else tf.cast(variable, tf.float32)
 
     def to_float16(self) -> CaptionDecoder:
         """Store every weight as float16 (for export); computation stays float32."""
         for name, value in list(vars(self).items()):
             if isinstance(value, tf.Variable) and value.dtype == tf.float32:
+                setattr(self, name, tf.Variable(tf.cast(value, tf.float16), name=name))
+        return self
+
+    def to_int8(self) -> CaptionDecoder:
+        """Store every weight matrix as int8 with per-column scales (for export); vectors
+        (biases) as float16. Computation stays float32."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, tf.Variable) and value.shape.rank == 2 and value.shape[0] > 2:
+                setattr(self, name, Int8Weight(value, per_row=name == "embedding", name=name))
+            elif isinstance(value, tf.Variable) and value.dtype == tf.float32:
                 setattr(self, name, tf.Variable(tf.cast(value, tf.float16), name=name))
         return self
 

@@ -46,6 +46,11 @@ class DecoderEnsemble(tf.Module):
             m.to_float16()
         return self
 
+    def to_int8(self) -> DecoderEnsemble:
+        for m in self.members:
+            m.to_int8()
+        return self
+
     def prepare(self, features):
         parts = [m.prepare(features) for m in self.members]
         return parts[0][0], tf.concat([p for _, p in parts], axis=-1)

@@ -16,6 +16,14 @@ import sys
 from model.ensemble import load_runs
 from model.serving import Captioner
 
+# How each --weights choice stores the decoder; the encoder always stays float32.
+WEIGHT_FORMATS = {
+    "float32": "float32",
+    "float16": "float16 (decoder), float32 (encoder)",
+    "int8": "int8 with a float32 scale per output column (decoder matrices), float16 "
+            "(decoder biases), float32 (encoder)",
+}
+
 
 def build_encoder_for(config, weights: str | None = "imagenet"):
     if config.encoder == "tiny":
@@ -27,7 +35,7 @@ def build_encoder_for(config, weights: str | None = "imagenet"):
 
 def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
            length_alpha: float | None = None, max_length: int | None = None,
-           float16: bool = True, encoder_weights: str | None = "imagenet",
+           weights: str = "float16", encoder_weights: str | None = "imagenet",
            card: dict | None = None, overwrite: bool = False,
            block_repeated_trigrams: bool | None = None) -> str:
     run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
@@ -38,8 +46,12 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
                if v is not None}
     config = config.replace(**changes)
     decoder.config = config
-    if float16:
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
+    if weights == "float16":
         decoder.to_float16()
+    elif weights == "int8":
+        decoder.to_int8()
     if os.path.exists(out):
         if not overwrite:
             raise SystemExit(f"altbeam export: {out} exists (use --overwrite)")
@@ -60,7 +72,7 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
         "ensemble": len(run_dirs),
         "version": dt.datetime.now(dt.UTC).strftime("%Y.%m.%d-") + config.encoder + "-" + variant,
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "weights_dtype": "float16 (decoder), float32 (encoder)" if float16 else "float32",
+        "weights_dtype": WEIGHT_FORMATS[weights],
         "training": training,
     }
     info.update(card or {})
@@ -79,13 +91,15 @@ def main(argv) -> int:
     ap.add_argument("--max-length", type=int, help="words generated at most")
     ap.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=None,
                     help="never repeat a word trigram within a caption (default: run config)")
-    ap.add_argument("--float32", action="store_true", help="keep decoder weights in float32")
+    ap.add_argument("--weights", choices=list(WEIGHT_FORMATS), default="float16",
+                    help="how the decoder weights are stored: float16 (half of float32's "
+                    "size), int8 (a quarter; per-column scales) or float32")
     ap.add_argument("--encoder-weights", default="imagenet", help="'imagenet' or a .pth path")
     ap.add_argument("--card", help="JSON file merged into model_card.json (e.g. scores)")
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args(argv)
     card = json.load(open(a.card)) if a.card else None
-    path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length, not a.float32,
+    path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length, a.weights,
                   a.encoder_weights, card, a.overwrite, a.block_trigrams)
     print(f"exported {path}")
     return 0

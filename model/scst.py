@@ -116,7 +116,7 @@ class SelfCritic:
 
     def _sample(self, features, seed):
         """features [N, L, C] -> one sampled caption per row: tokens [N, T] (pad after <end>)."""
-        dec, vocab = self.decoder, tf.shape(self.decoder.embedding)[0]
+        dec, vocab = self.decoder, self.decoder.embedding.shape[0]
         feats, projected = dec.prepare(features)
         h, c = dec.init_state(feats)
         n = tf.shape(feats)[0]

@@ -111,7 +111,7 @@ def test_tutorial_loop_is_the_same_greedy_decoder(tmp_path):
 
     run_dir = bc.make_tiny_run(str(tmp_path / "run"))
     decoder, vocab, config = load_decoder(run_dir)
-    model_dir = export(run_dir, str(tmp_path / "beam1"), beam_width=1, float16=False)
+    model_dir = export(run_dir, str(tmp_path / "beam1"), beam_width=1, weights="float32")
     size = config.image_size
     # Images already S x S, so neither loader resizes: both see identical pixels.
     files = []

@@ -70,10 +70,13 @@ def test_members_must_share_vocabulary_and_features():
         DecoderEnsemble([])
 
 
-def test_two_runs_export_as_one_ensemble_model(tmp_path):
+@pytest.mark.parametrize("weights", ["float16", "int8"])
+def test_two_runs_export_as_one_ensemble_model(tmp_path, weights):
     runs = [fake_run(tmp_path / "a", 1), fake_run(tmp_path / "b", 2, lstm_units=40)]
-    out = export(runs, str(tmp_path / "model"), beam_width=2, block_repeated_trigrams=True)
+    out = export(runs, str(tmp_path / "model"), beam_width=2, block_repeated_trigrams=True,
+                 weights=weights)
     card = json.load(open(f"{out}/model_card.json"))
+    assert card["weights_dtype"].startswith(weights)
     assert card["ensemble"] == 2 and card["version"].endswith("-attention-x2")
     assert card["block_repeated_trigrams"] is True
     assert set(card["training"]["runs"]) == {"a", "b"}
@@ -87,9 +90,9 @@ def test_two_runs_export_as_one_ensemble_model(tmp_path):
     live = att.sum(axis=(2, 3)) > 0
     np.testing.assert_allclose(att.sum(axis=(2, 3))[live], 1.0, rtol=1e-4)
 
-    # The exported graph searches exactly as the ensemble does in Python (float16 storage).
+    # The exported graph searches exactly as the ensemble does in Python (same storage).
     ens, _, config = load_runs(runs)
-    ens.to_float16()
+    ens.to_int8() if weights == "int8" else ens.to_float16()
     encoder_out = build_encoder_for(config)(tf.cast(images, tf.float32))
     feats = tf.reshape(encoder_out, [2, 16, 16])
     expected = beam_search(ens, feats, 2, 8, card["length_alpha"], ban_unk=True,

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from model.decoder import Int8Weight
+from model.serving import Captioner
 from model.tiny import build_tiny_captioner
 
 
@@ -58,15 +60,59 @@ def test_attention_signature_weights_sum_to_one_per_word(exported, images):
     assert joined == list(out["captions"].numpy()[:, 0])
 
 
+def _rebuilt(model: Captioner) -> Captioner:
+    return Captioner(model.encoder, model.decoder, [w.decode() for w in model.words.numpy()],
+                     model.config)
+
+
 def test_float16_weights_halve_size_and_keep_captions(tmp_path, images):
     model = build_tiny_captioner(vocab_size=24)
     before = model.serve(images)
     model.decoder.to_float16()
+    model = _rebuilt(model)  # a traced tf.function keeps the variables it captured
     after = model.serve(images)
+    assert not np.array_equal(before["scores"], after["scores"]), "float16 weights not in use"
     np.testing.assert_allclose(before["scores"], after["scores"], atol=0.05)
     model.save(str(tmp_path / "f16"))
     again = tf.saved_model.load(str(tmp_path / "f16")).signatures["serving_default"](images=images)
     np.testing.assert_array_equal(after["captions"].numpy(), again["captions"].numpy())
+
+
+def test_int8_weight_round_trips_within_half_a_step():
+    w = np.random.default_rng(2).normal(size=(40, 7)).astype(np.float32)
+    w[:, 3] = 0.0  # an all-zero column must not divide by zero
+    for per_row, axis in ((False, 0), (True, 1)):
+        stored = Int8Weight(w, per_row=per_row)
+        assert stored.q.dtype == tf.int8 and stored.shape == (40, 7)
+        step = np.abs(w).max(axis=axis, keepdims=True) / 127
+        step[step == 0] = 1.0
+        assert (np.abs(stored.dequantize().numpy() - w) <= step / 2 + 1e-7).all()
+        # The peak of each column (row) uses the full int8 range.
+        peaks = np.abs(stored.q.numpy()).max(axis=axis)
+        assert set(peaks.tolist()) == ({127, 0} if not per_row else {127})
+
+
+def test_int8_weights_quarter_the_decoder_and_keep_scores(tmp_path, images):
+    model = build_tiny_captioner(vocab_size=24)
+    before = model.serve(images)
+    float32_bytes = sum(v.numpy().nbytes for v in model.decoder.variables
+                        if v.shape.rank == 2 and v.shape[0] > 2)
+    model.decoder.to_int8()
+    stored = {v.dtype: [] for v in model.decoder.variables}
+    for v in model.decoder.variables:
+        stored[v.dtype].append(v)
+    assert sum(v.numpy().nbytes for v in stored[tf.int8]) == float32_bytes // 4
+    # What stays float32 is one scale per column (per row for the embedding).
+    assert all(1 in v.shape for v in stored[tf.float32])
+    assert set(stored) == {tf.int8, tf.float32, tf.float16}
+    model = _rebuilt(model)
+    after = model.serve(images)
+    assert not np.array_equal(before["scores"], after["scores"]), "int8 weights not in use"
+    np.testing.assert_allclose(before["scores"], after["scores"], atol=0.05)
+    model.save(str(tmp_path / "int8"))
+    again = tf.saved_model.load(str(tmp_path / "int8")).signatures["serving_default"](images=images)
+    np.testing.assert_array_equal(after["captions"].numpy(), again["captions"].numpy())
+    np.testing.assert_allclose(after["scores"].numpy(), again["scores"].numpy(), atol=1e-6)
 
 
 def test_show_and_tell_variant_exports(tmp_path, images):

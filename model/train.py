@@ -51,6 +51,18 @@ def pad(seqs) -> np.ndarray:
     return out
 
 
+def caption_xent(logits, tokens, config: ModelConfig):
+    """Mean cross-entropy over the real (non-pad) words of tokens[:, 1:], with the
+    config's label smoothing."""
+    targets = tokens[:, 1:]
+    mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+    labels = tf.one_hot(targets, config.vocab_size)
+    if config.label_smoothing:
+        labels = labels * (1 - config.label_smoothing) + config.label_smoothing / config.vocab_size
+    xent = tf.nn.softmax_cross_entropy_with_logits(labels, logits)
+    return tf.reduce_sum(xent * mask) / tf.reduce_sum(mask)
+
+
 class Trainer:
     """Owns the decoder, optimiser and the compiled train step."""
 
@@ -67,14 +79,9 @@ class Trainer:
         c = self.config
         with tf.GradientTape() as tape:
             logits, alpha = self.decoder.teacher_forced(features, tokens, training=True)
-            targets = tokens[:, 1:]
-            mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
-            labels = tf.one_hot(targets, c.vocab_size)
-            if c.label_smoothing:
-                labels = labels * (1 - c.label_smoothing) + c.label_smoothing / c.vocab_size
-            xent = tf.nn.softmax_cross_entropy_with_logits(labels, logits)
-            caption_loss = tf.reduce_sum(xent * mask) / tf.reduce_sum(mask)
+            caption_loss = caption_xent(logits, tokens, c)
             loss = caption_loss
+            mask = tf.cast(tf.not_equal(tokens[:, 1:], PAD_ID), tf.float32)
             if c.decoder == "attention" and c.attention_penalty:
                 # Doubly stochastic attention: each cell attended ~once over the caption.
                 coverage = tf.reduce_sum(alpha * mask[..., None], axis=1)
@@ -127,7 +134,8 @@ def validation_split(full: FeatureSet, val_images: int,
 
 def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int = 500,
           limit: int | None = None, resume: bool = False, glove: str | None = None,
-          vocab_file: str | None = None) -> dict:
+          vocab_file: str | None = None, lm_text: list[str] | None = None,
+          lm_exclude: list[str] | None = None, lm_epochs: int = 1) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     full = load_split(features_dir, "train", limit)
     config = config.replace(grid=int(np.sqrt(full.features.shape[1])),
@@ -160,6 +168,9 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
         ckpt.restore(manager.latest_checkpoint)
         history = json.load(open(history_path)) if os.path.exists(history_path) else []
         print(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch_var)})", flush=True)
+    elif lm_text:
+        pretrain_from_text(trainer.decoder, lm_text, lm_exclude or [], lm_epochs, vocab,
+                           config, run_dir)
     pairs = encode_pairs(train_set, vocab, config.max_length)
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
     rng = np.random.default_rng(config.seed + int(epoch_var))
@@ -205,6 +216,24 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
               flush=True)
     return {"run_dir": run_dir, "history": history, "best_val_cider": float(best_var),
             "config": dataclasses.asdict(config)}
+
+
+def pretrain_from_text(decoder, sources: list[str], exclude_files: list[str], epochs: int,
+                       vocab: Vocabulary, config: ModelConfig, run_dir: str) -> dict:
+    """Language-model pre-training (model/lm_pretrain.py) before the first epoch; the
+    record goes to RUN/lm_pretrain.json."""
+    from model.lm_pretrain import lm_captions, pretrain_language_model, read_exclusions
+    exclude = read_exclusions(exclude_files)
+    captions, dropped = lm_captions(sources, exclude)
+    if not captions:
+        raise SystemExit(f"altbeam train: no caption text left in {', '.join(sources)}")
+    print(f"language-model pre-training: {len(captions)} captions from {len(sources)} "
+          f"source(s), {dropped} image(s) dropped by --lm-exclude", flush=True)
+    history = pretrain_language_model(decoder, captions, vocab, config, epochs, config.seed)
+    record = {"sources": sources, "exclude": exclude_files, "captions": len(captions),
+              "images_dropped": dropped, "epochs": epochs, "history": history}
+    json.dump(record, open(os.path.join(run_dir, "lm_pretrain.json"), "w"), indent=2)
+    return record
 
 
 def load_glove(path: str, vocab: Vocabulary, dim: int) -> np.ndarray:
@@ -258,6 +287,13 @@ def parse_args(argv):
     ap.add_argument("--scst-xe-weight", type=float, default=0.0, help="add this x the "
                     "teacher-forced cross-entropy on the references (keeps the language model "
                     "anchored; 0 = pure SCST)")
+    ap.add_argument("--lm-text", nargs="+", metavar="CAPTIONS", help="pre-train the "
+                    "decoder as a language model on these caption files first (any dataset "
+                    "format; no pixels needed), e.g. Flickr30k or COCO caption json")
+    ap.add_argument("--lm-exclude", nargs="+", default=[], metavar="LIST", help="drop "
+                    "caption text of the images named in these files (one name per line, "
+                    "e.g. Flickr_8k.devImages.txt): keeps evaluation photos out of the text")
+    ap.add_argument("--lm-epochs", type=int, default=1, help="language-model epochs")
     ap.add_argument("--vocab", help="reuse this vocab.json (e.g. another run's) instead of "
                     "building one; runs that share a vocabulary can be exported as an ensemble")
     for f in dataclasses.fields(ModelConfig):
@@ -284,7 +320,7 @@ def main(argv) -> int:
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     config = ModelConfig(**{k: v for k, v in vars(args).items() if k in fields})
     result = train(config, args.features, args.out, args.val_images, args.limit, args.resume,
-                   args.glove, args.vocab)
+                   args.glove, args.vocab, args.lm_text, args.lm_exclude, args.lm_epochs)
     print(f"best validation CIDEr {result['best_val_cider']:.3f}; run folder {args.out}")
     return 0
 

@@ -56,17 +56,22 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
         if not overwrite:
             raise SystemExit(f"altbeam export: {out} exists (use --overwrite)")
         shutil.rmtree(out)
-    histories = {}
+    histories, pretraining = {}, {}
     for d in run_dirs:
         path = os.path.join(d, "history.json")
         key = os.path.basename(os.path.abspath(d))
         key = os.path.abspath(d) if key in histories else key
         histories[key] = json.load(open(path)) if os.path.exists(path) else []
+        lm_path = os.path.join(d, "lm_pretrain.json")  # altbeam train --lm-text
+        if os.path.exists(lm_path):
+            pretraining[key] = json.load(open(lm_path))
     if len(run_dirs) > 1:
         training = {"ensemble": len(run_dirs), "runs": histories}
     else:
         (name, history), = histories.items()
         training = {"history": history, "run_dir": name}
+    if pretraining:
+        training["lm_pretrain"] = pretraining
     variant = config.decoder + (f"-x{len(run_dirs)}" if len(run_dirs) > 1 else "")
     info = {
         "ensemble": len(run_dirs),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from model.export import export
 from model.lm_pretrain import image_keys, lm_captions, pretrain_language_model, read_exclusions
 from model.tiny import TINY_WORDS
 from model.train import main as train_main
@@ -84,6 +85,8 @@ def test_train_with_lm_text_pretrains_first_and_records_it(tmp_path, capsys):
     assert "language-model pre-training: 3 captions" in out
     assert out.index("language model epoch 2") < out.index("\nepoch 1: loss")
     assert len(json.load(open(f"{run}/history.json"))) == 1
+    card = json.load(open(f"{export(run, str(tmp_path / 'model'))}/model_card.json"))
+    assert card["training"]["lm_pretrain"]["run"]["captions"] == 3
 
 
 def test_lm_text_with_nothing_left_is_a_clear_error(tmp_path):

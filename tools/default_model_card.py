@@ -18,6 +18,9 @@ def member(run_dir: str) -> dict:
     config = json.load(open(os.path.join(run_dir, "config.json")))
     history = json.load(open(os.path.join(run_dir, "history.json")))
     best = max(history, key=lambda h: h["val_cider"])
+    lm_path = os.path.join(run_dir, "lm_pretrain.json")
+    lm = json.load(open(lm_path)) if os.path.exists(lm_path) else None
+    lm_seconds = sum(h["seconds"] for h in lm["history"]) if lm else 0.0
     return {
         "run": os.path.basename(os.path.abspath(run_dir)),
         "epochs_trained": len(history),
@@ -25,8 +28,11 @@ def member(run_dir: str) -> dict:
         "best_val_cider": round(best["val_cider"], 4),
         "label_smoothing": config["label_smoothing"],
         "seed": config["seed"],
-        "train_seconds": round(sum(h["train_seconds"] for h in history), 1),
+        "train_seconds": round(sum(h["train_seconds"] for h in history) + lm_seconds, 1),
         "config": config,
+        **({"lm_pretrain": {k: lm[k] for k in ("sources", "exclude", "captions",
+                                                "images_dropped", "epochs", "history")}}
+           if lm else {}),
     }
 
 
@@ -51,6 +57,8 @@ def main() -> None:
                          "early stopping; 6,203 of the 7,089 images are 224x224 squares stretched "
                          "from the originals, so serving resizes to a plain 224x224 square",
         "members": members,
+        "language_model_text": sorted({os.path.relpath(src) for m in members
+                                       for src in m.get("lm_pretrain", {}).get("sources", [])}),
         "decoding": {"beam_width": card["beam_width"], "length_alpha": card["length_alpha"],
                      "block_repeated_trigrams": card.get("block_repeated_trigrams", False),
                      "ensemble": "mean of the members' word distributions at every step"},

@@ -108,9 +108,7 @@ class CaptionDecoder(tf.Module):
         for name, value in list(vars(self).items()):
             if isinstance(value, tf.Variable) and value.shape.rank == 2 and value.shape[0] > 2:
                 setattr(self, name, Int8Weight(value, per_row=name == "embedding", name=name))
-            elif isinstance(value, tf.Variable) and value.dtype == tf.float32:
-                setattr(self, name, tf.Variable(tf.cast(value, tf.float16), name=name))
-        return self
+        return self.to_float16()  # what is left: the bias vectors (and init_b's two rows)
 
     # -- pieces -------------------------------------------------------------------------
     def _lstm(self, x, h, c):

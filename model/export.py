@@ -38,6 +38,8 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
            weights: str = "float16", encoder_weights: str | None = "imagenet",
            card: dict | None = None, overwrite: bool = False,
            block_repeated_trigrams: bool | None = None) -> str:
+    if weights not in WEIGHT_FORMATS:  # before loading any run
+        raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
     run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
     decoder, vocab, config = load_runs(run_dirs)
     changes = {k: v for k, v in (("beam_width", beam_width), ("length_alpha", length_alpha),
@@ -46,8 +48,6 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
                if v is not None}
     config = config.replace(**changes)
     decoder.config = config
-    if weights not in WEIGHT_FORMATS:
-        raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
     if weights == "float16":
         decoder.to_float16()
     elif weights == "int8":

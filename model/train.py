@@ -51,11 +51,16 @@ def pad(seqs) -> np.ndarray:
     return out
 
 
-def caption_xent(logits, tokens, config: ModelConfig):
+def word_mask(tokens):
+    """1.0 on the real (non-pad) words of tokens[:, 1:], the positions logits predict."""
+    return tf.cast(tf.not_equal(tokens[:, 1:], PAD_ID), tf.float32)
+
+
+def caption_xent(logits, tokens, config: ModelConfig, mask=None):
     """Mean cross-entropy over the real (non-pad) words of tokens[:, 1:], with the
-    config's label smoothing."""
+    config's label smoothing. ``mask``: word_mask(tokens), when the caller has it."""
     targets = tokens[:, 1:]
-    mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+    mask = word_mask(tokens) if mask is None else mask
     labels = tf.one_hot(targets, config.vocab_size)
     if config.label_smoothing:
         labels = labels * (1 - config.label_smoothing) + config.label_smoothing / config.vocab_size
@@ -79,9 +84,9 @@ class Trainer:
         c = self.config
         with tf.GradientTape() as tape:
             logits, alpha = self.decoder.teacher_forced(features, tokens, training=True)
-            caption_loss = caption_xent(logits, tokens, c)
+            mask = word_mask(tokens)
+            caption_loss = caption_xent(logits, tokens, c, mask)
             loss = caption_loss
-            mask = tf.cast(tf.not_equal(tokens[:, 1:], PAD_ID), tf.float32)
             if c.decoder == "attention" and c.attention_penalty:
                 # Doubly stochastic attention: each cell attended ~once over the caption.
                 coverage = tf.reduce_sum(alpha * mask[..., None], axis=1)

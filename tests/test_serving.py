@@ -60,22 +60,26 @@ def test_attention_signature_weights_sum_to_one_per_word(exported, images):
     assert joined == list(out["captions"].numpy()[:, 0])
 
 
-def _rebuilt(model: Captioner) -> Captioner:
-    return Captioner(model.encoder, model.decoder, [w.decode() for w in model.words.numpy()],
-                     model.config)
+def _serve_converted(model: Captioner, images, before, path: str):
+    """Serve with the decoder's converted weights, check they are really in use and close
+    to ``before``, save, reload: returns (served, reloaded) outputs, same captions."""
+    # A rebuilt Captioner: a traced tf.function keeps the variables it captured.
+    model = Captioner(model.encoder, model.decoder, [w.decode() for w in model.words.numpy()],
+                      model.config)
+    after = model.serve(images)
+    assert not np.array_equal(before["scores"], after["scores"]), "converted weights not in use"
+    np.testing.assert_allclose(before["scores"], after["scores"], atol=0.05)
+    model.save(path)
+    again = tf.saved_model.load(path).signatures["serving_default"](images=images)
+    np.testing.assert_array_equal(after["captions"].numpy(), again["captions"].numpy())
+    return after, again
 
 
 def test_float16_weights_halve_size_and_keep_captions(tmp_path, images):
     model = build_tiny_captioner(vocab_size=24)
     before = model.serve(images)
     model.decoder.to_float16()
-    model = _rebuilt(model)  # a traced tf.function keeps the variables it captured
-    after = model.serve(images)
-    assert not np.array_equal(before["scores"], after["scores"]), "float16 weights not in use"
-    np.testing.assert_allclose(before["scores"], after["scores"], atol=0.05)
-    model.save(str(tmp_path / "f16"))
-    again = tf.saved_model.load(str(tmp_path / "f16")).signatures["serving_default"](images=images)
-    np.testing.assert_array_equal(after["captions"].numpy(), again["captions"].numpy())
+    _serve_converted(model, images, before, str(tmp_path / "f16"))
 
 
 def test_int8_weight_round_trips_within_half_a_step():
@@ -105,13 +109,7 @@ def test_int8_weights_quarter_the_decoder_and_keep_scores(tmp_path, images):
     # What stays float32 is one scale per column (per row for the embedding).
     assert all(1 in v.shape for v in stored[tf.float32])
     assert set(stored) == {tf.int8, tf.float32, tf.float16}
-    model = _rebuilt(model)
-    after = model.serve(images)
-    assert not np.array_equal(before["scores"], after["scores"]), "int8 weights not in use"
-    np.testing.assert_allclose(before["scores"], after["scores"], atol=0.05)
-    model.save(str(tmp_path / "int8"))
-    again = tf.saved_model.load(str(tmp_path / "int8")).signatures["serving_default"](images=images)
-    np.testing.assert_array_equal(after["captions"].numpy(), again["captions"].numpy())
+    after, again = _serve_converted(model, images, before, str(tmp_path / "int8"))
     np.testing.assert_allclose(after["scores"].numpy(), again["scores"].numpy(), atol=1e-6)
 
 

@@ -1,9 +1,13 @@
 """altbeam: caption image archives with a TensorFlow CNN+LSTM model on Apache Beam.
 
-One distribution with three import packages (`pipelines`, `model`, `schemas`).
-Beam's `--setup_file ./setup.py` ships it to Dataflow workers as is.
+One distribution, one import namespace: the folders pipelines/, model/ and schemas/
+import as `altbeam.pipelines`, `altbeam.model` and `altbeam.schemas` (package_dir maps
+them), so a user's own `model/` folder never shadows ours. Beam's
+`--setup_file ./setup.py` ships it to Dataflow workers as is.
 """
 from setuptools import find_packages, setup
+
+_FOLDERS = ("pipelines", "model", "schemas")  # each imports as altbeam.<folder>
 
 # Pinned to the versions checked to install and pass the suite together on Python 3.11
 # (Beam caps pyarrow < 26, pillow < 13, protobuf < 7).
@@ -41,12 +45,14 @@ setup(
     version="0.1.0",
     description="Batch image captioning and alt-text writeback on Apache Beam",
     python_requires=">=3.11",
-    packages=find_packages(include=["pipelines", "pipelines.*", "model", "model.*",
-                                    "schemas", "schemas.*"]),
-    package_data={"model": ["default/*", "default/**/*", "data/*"],
-                  "pipelines": ["altbeam_xmp.config"]},
+    packages=[f"altbeam.{name}" for name in _FOLDERS]
+    + [f"altbeam.{name}" for folder in _FOLDERS
+       for name in find_packages(where=".", include=[f"{folder}.*"])],
+    package_dir={f"altbeam.{folder}": folder for folder in _FOLDERS},
+    package_data={"altbeam.model": ["default/*", "default/**/*"],
+                  "altbeam.pipelines.writeback": ["altbeam_xmp.config"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["altbeam=pipelines.cli:entry"]},
+    entry_points={"console_scripts": ["altbeam=altbeam.pipelines.cli:entry"]},
 )

@@ -177,14 +177,14 @@ def make_images(dest: pathlib.Path, n: int) -> list[pathlib.Path]:
 
 def decode_files(files, size: int):
     """altbeam's own decoder (pipelines.decode) -> list of uint8 [S, S, 3] arrays."""
-    from pipelines.decode import decode_image
+    from altbeam.pipelines.caption.decode import decode_image
 
     return [decode_image(pathlib.Path(f).read_bytes(), size, str(f)).pixels for f in files]
 
 
 # -- model sources ------------------------------------------------------------------------
 def default_model_dir() -> str:
-    from model import DEFAULT_MODEL_DIR
+    from altbeam.model import DEFAULT_MODEL_DIR
 
     return DEFAULT_MODEL_DIR
 
@@ -205,9 +205,9 @@ def make_tiny_run(run_dir: str) -> str:
     model, so smoke runs go through exactly the --run code path."""
     import tensorflow as tf
 
-    from model.decoder import CaptionDecoder
-    from model.tiny import TINY_WORDS, tiny_config
-    from model.vocab import SPECIALS, Vocabulary
+    from altbeam.model.data.vocab import SPECIALS, Vocabulary
+    from altbeam.model.nets.decoder import CaptionDecoder
+    from altbeam.model.tiny import TINY_WORDS, tiny_config
 
     os.makedirs(run_dir, exist_ok=True)
     config = tiny_config()
@@ -221,7 +221,7 @@ def make_tiny_run(run_dir: str) -> str:
 
 def export_widths(run_dir: str, widths, out_dir: str | None = None) -> dict[int, str]:
     """Export one SavedModel per beam width from the same run folder -> {width: path}."""
-    from model.export import export
+    from altbeam.model.serving.export import export
 
     out_dir = out_dir or tempfile.mkdtemp(prefix="altbeam-bench-models-")
     paths = {}
@@ -233,13 +233,13 @@ def export_widths(run_dir: str, widths, out_dir: str | None = None) -> dict[int,
 
 def encoder_for(config, weights: str | None = "imagenet"):
     """The encoder the export put in the SavedModel (Keras model, or TinyEncoder)."""
-    from model.export import build_encoder_for
+    from altbeam.model.serving.export import build_encoder_for
 
     return build_encoder_for(config, weights)
 
 
 def config_from_card(card: dict):
-    from model.config import ModelConfig
+    from altbeam.model.config import ModelConfig
 
     if "config" not in card:
         raise SystemExit("model_card.json has no 'config': export it with `altbeam export`")
@@ -285,7 +285,7 @@ def run_caption(inputs: str, catalog: str, model_dir: str, batch_size: int,
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
-    cmd = [sys.executable, "-m", "pipelines.cli", "caption", inputs, "--catalog", catalog,
+    cmd = [sys.executable, "-m", "altbeam.pipelines.cli", "caption", inputs, "--catalog", catalog,
            "--model", model_dir, "--batch-size", str(batch_size), "--no-progress",
            *beam_flags]
     log_path = os.path.join(tempfile.mkdtemp(prefix="altbeam-bench-log-"), "caption.log")

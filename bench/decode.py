@@ -20,7 +20,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from PIL import Image  # noqa: E402
 
-from pipelines.decode import decode_image  # noqa: E402
+from altbeam.pipelines.caption.decode import decode_image  # noqa: E402
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "samples" / "photos"
 SIZES_MP = {"0.3 MP": (640, 480), "3 MP": (2000, 1500), "12 MP": (4000, 3000)}
@@ -28,7 +28,7 @@ SIZES_MP = {"0.3 MP": (640, 480), "3 MP": (2000, 1500), "12 MP": (4000, 3000)}
 
 def image_size_of(model_dir: str | None) -> int:
     if model_dir:
-        from pipelines.inference import read_model_info
+        from altbeam.pipelines.caption.inference import read_model_info
 
         return read_model_info(model_dir).image_size
     return 224
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     model = args.model
     if model is None:
-        from model import DEFAULT_MODEL_DIR
+        from altbeam.model import DEFAULT_MODEL_DIR
 
         model = DEFAULT_MODEL_DIR if os.path.exists(
             os.path.join(DEFAULT_MODEL_DIR, "saved_model.pb")) else None

@@ -26,9 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from pipelines import caption  # noqa: E402
-from pipelines.decode import decode_image  # noqa: E402
-from pipelines.inference import LoadedModel, read_model_info  # noqa: E402
+from altbeam.pipelines import caption  # noqa: E402
+from altbeam.pipelines.caption.decode import decode_image  # noqa: E402
+from altbeam.pipelines.caption.inference import LoadedModel, read_model_info  # noqa: E402
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "samples" / "photos"
 
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="SavedModel (default: the bundled model)")
     args, beam_argv = ap.parse_known_args(argv)
     if args.model is None:
-        from model import DEFAULT_MODEL_DIR
+        from altbeam.model import DEFAULT_MODEL_DIR
 
         args.model = DEFAULT_MODEL_DIR
     if not os.path.exists(os.path.join(args.model, "saved_model.pb")):

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-docs/benchmarks}
-MODEL=${MODEL:-$("$PY" -c 'from model import DEFAULT_MODEL_DIR; print(DEFAULT_MODEL_DIR)')}
+MODEL=${MODEL:-$("$PY" -c 'from altbeam.model import DEFAULT_MODEL_DIR; print(DEFAULT_MODEL_DIR)')}
 RUN_DIR=${RUN_DIR:-}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 mkdir -p "$OUT"
@@ -25,7 +25,7 @@ if [[ -n "${TINY:-}" ]]; then
   MEMORY_SOURCE=(--tiny)
   tiny_dir=$(mktemp -d)
   trap 'rm -rf "$tiny_dir"' EXIT
-  "$PY" -c "import sys; from model.tiny import export_tiny_model; export_tiny_model(sys.argv[1])" \
+  "$PY" -c "import sys; from altbeam.model.tiny import export_tiny_model; export_tiny_model(sys.argv[1])" \
     "$tiny_dir/model" 2>/dev/null
   MODEL=$tiny_dir/model
   IMAGES=8; MEMORY_COUNTS=8,32

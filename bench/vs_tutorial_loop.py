@@ -5,7 +5,7 @@
     state, then one ``.predict()`` of a one-step decoder Keras model per generated word,
     batch 1, greedy -- the shape of the common TensorFlow/Keras captioning tutorials;
 (b) altbeam's exported SavedModel on batches (default 32), greedy (beam 1) and beam 3,
-    images decoded by altbeam's own decoder (``pipelines.decode``);
+    images decoded by altbeam's own decoder (``altbeam.pipelines.caption.decode``);
 (c) the full ``altbeam caption`` pipeline (DirectRunner, fresh interpreter, wall clock
     from launch to exit), plus its steady-state rate: (N - B) / (wall(N) - wall(B)) from a
     second run over one batch of B images (start-up and model load cancel out).
@@ -87,7 +87,7 @@ def tutorial_caption(path, size: int, models, words: list[str], max_length: int)
     import keras
     import numpy as np
 
-    from model.vocab import END_ID, START_ID
+    from altbeam.model.data.vocab import END_ID, START_ID
 
     encoder, start, step = models
     image = keras.utils.load_img(str(path), target_size=(size, size))
@@ -110,7 +110,7 @@ def decoder_from_savedmodel(model_dir: str, config):
     For an ensemble, its first member: the tutorial loop runs one decoder."""
     import tensorflow as tf
 
-    from model.decoder import CaptionDecoder
+    from altbeam.model.nets.decoder import CaptionDecoder
 
     loaded = tf.saved_model.load(model_dir)
     source = loaded.decoder.members[0] if hasattr(loaded.decoder, "members") else loaded.decoder
@@ -129,7 +129,7 @@ def decoder_from_savedmodel(model_dir: str, config):
 def savedmodel_rate(model_dir: str, files, size: int, batch: int) -> dict:
     import numpy as np
 
-    from pipelines.inference import LoadedModel
+    from altbeam.pipelines.caption.inference import LoadedModel
 
     model = LoadedModel(model_dir, size)
     model.caption(np.stack(bc.decode_files(files[:min(batch, len(files))], size)))  # warm-up
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="altbeam-bench-tutorial-"))
     notes = []
     try:
-        from model.train import load_decoder
+        from altbeam.model.training.train import load_decoder
 
         run_dir = bc.make_tiny_run(str(work / "tiny-run")) if args.tiny else args.run
         if run_dir:

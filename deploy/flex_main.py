@@ -5,7 +5,7 @@ one ``--name=value`` flag per parameter in deploy/metadata.json, plus its own Be
 flags (project, region, temp/staging locations, sdk_container_image, the job file
 to write, ...). Template parameter names cannot hold hyphens, so this module maps
 them onto `altbeam caption`'s flags and builds the same graph with
-``pipelines.caption.build``.
+``altbeam.pipelines.caption.pipeline.build``.
 
 It calls ``p.run()`` and returns: the launcher only has to hand the job to the
 service (with a template location set the runner writes the job file and no job
@@ -21,7 +21,7 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from pipelines import caption
+from altbeam.pipelines.caption import pipeline as caption
 
 # template parameter -> `altbeam caption` flag (value flags)
 VALUE_PARAMS = {

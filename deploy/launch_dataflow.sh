@@ -14,7 +14,7 @@
 # Optional: SERVICE_ACCOUNT (worker service account email), MAX_WORKERS (default 4),
 # MACHINE_TYPE (caption: g2-standard-4, 1 NVIDIA L4, 4 vCPU, 16 GB; writeback: n2-standard-4), GPU_TYPE (nvidia-l4),
 # GPU_COUNT (1), ONE_SDK_PROCESS=1 (see below), DRY_RUN=1 (print the command only),
-# ALTBEAM (the command to run; default `altbeam`, or `python -m pipelines.cli` from a checkout).
+# ALTBEAM (the command to run; default `altbeam`, or `python -m altbeam.pipelines.cli` from a checkout).
 #
 # What the flags do, and why:
 # * --dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver

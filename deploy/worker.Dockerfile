@@ -43,7 +43,7 @@ RUN pip install --no-cache-dir . \
  && python -c "import apache_beam, tensorflow as tf; \
 assert apache_beam.__version__ == '${BEAM_VERSION}', apache_beam.__version__; \
 assert tf.__version__ == '${TF_VERSION}', tf.__version__; \
-import pipelines.caption, pipelines.writeback" \
+import altbeam.pipelines.caption.pipeline, altbeam.pipelines.writeback.pipeline" \
  && exiftool -ver
 
 # Run the workers from outside the source folder so they import the installed package.

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from model.config import ModelConfig
-from model.decoder import CaptionDecoder
-from model.serving import Captioner
-from model.vocab import SPECIALS
+from altbeam.model.config import ModelConfig
+from altbeam.model.data.vocab import SPECIALS
+from altbeam.model.nets.decoder import CaptionDecoder
+from altbeam.model.serving.captioner import Captioner
 
 TINY_WORDS = ["a", "dog", "cat", "man", "woman", "on", "in", "the", "with", "grass", "water",
               "red", "is", "running", "sitting", "ball", "street", "two", "of", "and"]

@@ -14,15 +14,15 @@ import re
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "caption": ("pipelines.caption:main", "caption image folders/buckets into a Parquet catalog"),
-    "writeback": ("pipelines.writeback:main", "write catalogued captions into the photos as alt text"),
-    "query": ("pipelines.query:main_query", "run read-only SQL (DuckDB) over a catalog"),
-    "search": ("pipelines.query:main_search", "rank catalogued images by caption keywords"),
-    "report": ("pipelines.report:main", "render a catalog as one self-contained HTML page"),
-    "features": ("pipelines.features:main", "precompute encoder features as TFRecord shards"),
-    "train": ("model.train:main", "train the caption decoder on precomputed features"),
-    "evaluate": ("model.evaluate:main", "score a model with BLEU/METEOR/ROUGE-L/CIDEr"),
-    "export": ("model.export:main", "export a trained checkpoint as a serving SavedModel"),
+    "caption": ("altbeam.pipelines.caption.pipeline:main", "caption image folders/buckets into a Parquet catalog"),
+    "writeback": ("altbeam.pipelines.writeback.pipeline:main", "write catalogued captions into the photos as alt text"),
+    "query": ("altbeam.pipelines.query.commands:main_query", "run read-only SQL (DuckDB) over a catalog"),
+    "search": ("altbeam.pipelines.query.commands:main_search", "rank catalogued images by caption keywords"),
+    "report": ("altbeam.pipelines.report.commands:main", "render a catalog as one self-contained HTML page"),
+    "features": ("altbeam.pipelines.features.pipeline:main", "precompute encoder features as TFRecord shards"),
+    "train": ("altbeam.model.training.train:main", "train the caption decoder on precomputed features"),
+    "evaluate": ("altbeam.model.evaluation.evaluate:main", "score a model with BLEU/METEOR/ROUGE-L/CIDEr"),
+    "export": ("altbeam.model.serving.export:main", "export a trained checkpoint as a serving SavedModel"),
 }
 
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (no CUDA driver, absl init) buries the progress
     # lines on CPU machines; set TF_CPP_MIN_LOG_LEVEL yourself to see it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from pipelines.redact import RedactingStream, install_log_redaction
+    from altbeam.pipelines.runtime.redact import RedactingStream, install_log_redaction
 
     # Untrusted names and library errors reach logs and stderr: strip credentials
     # (signed URLs, tokens, keys) from both, whatever prints them.

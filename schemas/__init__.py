@@ -3,7 +3,7 @@
 Imports nothing of ours (see DESIGN.md); every other package reads its tables
 through these definitions so the columns are declared in exactly one place.
 """
-from schemas.catalog import (
+from altbeam.schemas.catalog import (
     CATALOG_SCHEMA,
     ERRORS_SCHEMA,
     SCHEMA_VERSION,

@@ -10,9 +10,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("NO_GCE_CHECK", "true")
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "samples" / "photos"
-SHARED = REPO.parent / "shared" / "datasets"
+from tests.support.paths import SAMPLES, SHARED
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +29,7 @@ def shared_datasets() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def contract_model(tmp_path_factory) -> pathlib.Path:
     """A tiny SavedModel with the serving contract (uint8 images -> captions, scores)."""
-    from tests.contract_fixture import build_contract_model
+    from tests.support.contract_fixture import build_contract_model
 
     path = tmp_path_factory.mktemp("models") / "contract"
     build_contract_model(str(path))

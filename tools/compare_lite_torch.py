@@ -55,7 +55,7 @@ def torch_outputs(name: str, weights: str, images: np.ndarray) -> dict[str, np.n
 
 
 def keras_outputs(name: str, images: np.ndarray) -> dict[str, np.ndarray]:
-    from model.encoder import build_classifier, build_encoder
+    from altbeam.model.nets.encoder import build_classifier, build_encoder
 
     return {
         "logits": build_classifier(name)(images, training=False).numpy(),
@@ -64,7 +64,7 @@ def keras_outputs(name: str, images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def compare(name: str, photos: str, torch_python: str) -> float:
-    from model.encoder import imagenet_labels, weights_path
+    from altbeam.model.nets.encoder import imagenet_labels, weights_path
 
     files, images = load_photos(photos, IMAGE_SIZES[name])
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,169 @@
+"""`altbeam evaluate`: BLEU-1..4, METEOR, ROUGE-L and CIDEr-D on a dataset split.
+
+Two ways to run the model, both scored with the same tooling (model.metrics):
+
+* ``--model DIR``: the exported SavedModel end to end, from pixels (what users get);
+* ``--run DIR --features DIR``: a training run's decoder on cached encoder features
+  (fast; used for the comparison tables in docs/training.md).
+
+Baselines give every number context: ``--features`` also scores nearest-neighbour
+caption retrieval and the constant most-common caption, on the same split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+def caption_images(model_dir: str, paths: list[str], batch_size: int = 32,
+                   progress: bool = True) -> list[str]:
+    """Best caption of each image file through the exported SavedModel."""
+    import tensorflow as tf
+
+    from altbeam.model.data.pixels import load_pixels
+    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+    size = fn.structured_input_signature[1]["images"].shape[1]
+    out, start = [], time.time()
+    for s in range(0, len(paths), batch_size):
+        batch = np.stack([load_pixels(p, size) for p in paths[s:s + batch_size]])
+        out += [c.decode() for c in fn(images=tf.constant(batch))["captions"][:, 0].numpy()]
+        if progress:
+            print(f"\r  captioned {len(out)}/{len(paths)} ({len(out) / (time.time() - start):.1f} "
+                  "images/s)", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return out
+
+
+def baseline_captions(features_dir: str, split: str, ids: list[str]) -> dict[str, list[str]]:
+    """Nearest-neighbour and most-common-caption baselines for the images ``ids``."""
+    from altbeam.model.data.datasets import CaptionedImage
+    from altbeam.model.data.feature_records import load_split
+    from altbeam.model.evaluation.baselines import most_common_caption, nearest_neighbour_captions
+    train = load_split(features_dir, "train")
+    query = load_split(features_dir, split)
+    where = {i: k for k, i in enumerate(query.image_ids)}
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise SystemExit(f"altbeam evaluate: {len(missing)} images of the split have no cached "
+                         f"features in {features_dir} (e.g. {missing[0]})")
+    q = query.features[[where[i] for i in ids]].astype(np.float32).mean(axis=1)
+    nn = nearest_neighbour_captions(train.features.astype(np.float32).mean(axis=1),
+                                    train.captions, q)
+    common = most_common_caption([CaptionedImage(i, None, c, "train")
+                                  for i, c in zip(train.image_ids, train.captions)])
+    return {"nearest-neighbour": list(nn), "most-common caption": [common] * len(ids)}
+
+
+def score_table(references: dict[str, list[str]], systems: dict[str, list[str]],
+                tokenizer: str = "ptb") -> dict[str, dict[str, float]]:
+    from altbeam.model.evaluation.metrics import find_java, score_captions
+    java = find_java()
+    if tokenizer == "ptb" and not java:
+        raise SystemExit("altbeam evaluate: Java not found (needed by METEOR and the PTB "
+                         "tokenizer): install default-jre-headless, or pass --tokenizer simple")
+    # Without Java there is no METEOR: say so in the table rather than guess a number.
+    scorers = ("bleu", "meteor", "rouge", "cider") if java else ("bleu", "rouge", "cider")
+    ids = list(references)
+    return {name: score_captions(references, dict(zip(ids, caps)), scorers, tokenizer)
+            for name, caps in systems.items()}
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    cols = [m for m in METRICS if any(m in row for row in table.values())]
+    width = max(len(n) for n in table) + 2
+    lines = ["system".ljust(width) + "".join(c.rjust(9) for c in cols)]
+    for name, row in table.items():
+        lines.append(name.ljust(width) + "".join(
+            (f"{row[c]:.3f}" if c in row else "-").rjust(9) for c in cols))
+    return "\n".join(lines)
+
+
+def main(argv) -> int:
+    ap = argparse.ArgumentParser(prog="altbeam evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="exported SavedModel folder (default: the bundled model)")
+    ap.add_argument("--run", nargs="+", help="training run folder(s): decode cached features "
+                    "instead; several runs decode as one ensemble")
+    ap.add_argument("--dataset", help="dataset (Flickr8k folder, captions.jsonl, COCO/Karpathy "
+                    "json, JSONL/CSV); needed with --model")
+    ap.add_argument("--split", default="dev", help="split to score; with --run, 'val' is the "
+                    "run's validation images (carved out of train as `altbeam train` did), "
+                    "for choosing settings without touching dev")
+    ap.add_argument("--val-images", type=int, default=500, help="with --split val: as in train")
+    ap.add_argument("--features", help="feature shards (altbeam features): enables baselines; "
+                    "required with --run")
+    ap.add_argument("--beam-width", type=int, help="with --run: beams (default: run config)")
+    ap.add_argument("--length-alpha", type=float, help="with --run: length normalisation")
+    ap.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=None,
+                    help="with --run: never repeat a trigram in a caption (default: run config)")
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--tokenizer", choices=("ptb", "simple"), default="ptb")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--out", help="write the scores as JSON here")
+    a = ap.parse_args(argv)
+
+    systems: dict[str, list[str]] = {}
+    if a.run:
+        if not a.features:
+            ap.error("--run needs --features")
+        from altbeam.model.data.feature_records import load_split
+        from altbeam.model.nets.ensemble import load_runs
+        from altbeam.model.training.train import decode_features
+        decoder, vocab, config = load_runs(a.run)
+        if a.split == "val":  # the run's own validation images, carved out of train
+            from altbeam.model.training.train import validation_split
+            data = validation_split(load_split(a.features, "train"), a.val_images, config)[1]
+            data = data.subset(range(min(len(data), a.limit or len(data))))
+        else:
+            data = load_split(a.features, a.split, a.limit)
+        ids, refs = data.image_ids, dict(zip(data.image_ids, data.captions))
+        k = a.beam_width or config.beam_width
+        alpha = config.length_alpha if a.length_alpha is None else a.length_alpha
+        block = config.block_repeated_trigrams if a.block_trigrams is None else a.block_trigrams
+        name = "decoder" if len(a.run) == 1 else f"ensemble of {len(a.run)}"
+        name += f" (beam {k}, alpha {alpha:g}{', trigrams blocked' if block else ''})"
+        systems[name] = decode_features(
+            decoder, data.features, k, config.max_length, alpha, vocab.words,
+            ban_unk=config.ban_unk, block_repeated_trigrams=block)
+        card = {"run": a.run, "beam_width": k, "length_alpha": alpha,
+                "block_repeated_trigrams": block}
+    else:
+        from altbeam.model import DEFAULT_MODEL_DIR
+        from altbeam.model.data.datasets import load_dataset
+        model_dir = a.model or DEFAULT_MODEL_DIR
+        if not a.dataset:
+            ap.error("--dataset is required with --model")
+        if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+            raise SystemExit(f"altbeam evaluate: no SavedModel at {model_dir}")
+        items = [i for i in load_dataset(a.dataset, a.split, missing_images="drop") if i.path]
+        items = items[: a.limit] if a.limit else items
+        ids = [i.image_id for i in items]
+        refs = {i.image_id: list(i.captions) for i in items}
+        card = json.load(open(os.path.join(model_dir, "model_card.json")))
+        print(f"captioning {len(items)} images of {a.split} with {model_dir}", file=sys.stderr)
+        systems["model " + str(card.get("version", ""))] = caption_images(
+            model_dir, [i.path for i in items], a.batch_size)
+    if a.features and not a.no_baselines and a.split != "val":
+        systems.update(baseline_captions(a.features, a.split, ids))
+    table = score_table(refs, systems, a.tokenizer)
+    print(f"\n{a.split}: {len(ids)} images, tokenizer {a.tokenizer}")
+    print(format_table(table))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"split": a.split, "images": len(ids), "tokenizer": a.tokenizer,
+                       "scores": table, "model": card,
+                       "examples": {i: {n: s[k] for n, s in systems.items()}
+                                    for k, i in enumerate(ids[:20])}}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,180 @@
+"""LSTM caption decoders over an encoder's spatial feature grid.
+
+Two variants share one step interface so training, beam search and export treat
+them alike:
+
+* ``attention`` -- Show, Attend and Tell (Xu et al. 2015): soft attention over the
+  L = grid*grid feature vectors at every word, a sigmoid gate on the context vector,
+  initial LSTM state from the mean feature, deep output layer.
+* ``show_and_tell`` -- Vinyals et al. 2015: the pooled image vector is fed once as the
+  first LSTM input; no attention (the returned attention weights are uniform).
+
+Written with plain ``tf.Variable``s inside a ``tf.Module`` so the exported SavedModel
+needs nothing but TensorFlow to serve.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from altbeam.model.config import ModelConfig
+
+
+def _glorot(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    fan_in, fan_out = shape[0], shape[-1]
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+class Int8Weight(tf.Module):
+    """A weight matrix stored as int8 with one float32 scale per output column (per row
+    for the embedding, which is read by row): a quarter of float32's size. Symmetric,
+    round-to-nearest; ``dequantize`` gives the float32 matrix back to within scale/2."""
+
+    def __init__(self, value, per_row: bool = False, name: str | None = None):
+        super().__init__(name=name)
+        value = tf.cast(value, tf.float32)
+        peak = tf.reduce_max(tf.abs(value), axis=1 if per_row else 0, keepdims=True)
+        scale = tf.where(peak > 0, peak / 127.0, tf.ones_like(peak))
+        self.q = tf.Variable(tf.cast(tf.round(value / scale), tf.int8), name="q")
+        self.scale = tf.Variable(scale, name="scale")
+
+    @property
+    def shape(self):
+        return self.q.shape
+
+    def dequantize(self):
+        return tf.cast(self.q, tf.float32) * self.scale
+
+
+class CaptionDecoder(tf.Module):
+    """Decoder weights plus the two functions beam search needs: init_state and step."""
+
+    def __init__(self, config: ModelConfig, embeddings: np.ndarray | None = None,
+                 name: str = "decoder"):
+        super().__init__(name=name)
+        if config.vocab_size <= 4:
+            raise ValueError("config.vocab_size must be set from the vocabulary")
+        self.config = config
+        c, rng = config, np.random.default_rng(config.seed)
+        V, E, U, A, C = (c.vocab_size, c.embedding_dim, c.lstm_units, c.attention_units,
+                         c.feature_channels)
+        if embeddings is not None and embeddings.shape != (V, E):
+            raise ValueError(f"embedding matrix shape {embeddings.shape} != {(V, E)}")
+        emb = embeddings if embeddings is not None else rng.normal(0, 0.1, (V, E))
+        var = tf.Variable
+        self.embedding = var(emb.astype(np.float32), name="embedding")
+        lstm_in = E + (C if c.decoder == "attention" else 0)
+        self.lstm_kernel = var(_glorot(rng, (lstm_in + U, 4 * U)), name="lstm_kernel")
+        bias = np.zeros(4 * U, np.float32)
+        bias[U:2 * U] = 1.0  # forget-gate bias 1: remembers by default early in training
+        self.lstm_bias = var(bias, name="lstm_bias")
+        self.init_h = var(_glorot(rng, (C, U)), name="init_h")
+        self.init_c = var(_glorot(rng, (C, U)), name="init_c")
+        self.init_b = var(np.zeros((2, U), np.float32), name="init_b")
+        if c.decoder == "attention":
+            self.att_feat = var(_glorot(rng, (C, A)), name="att_feat")
+            self.att_hidden = var(_glorot(rng, (U, A)), name="att_hidden")
+            self.att_bias = var(np.zeros(A, np.float32), name="att_bias")
+            self.att_score = var(_glorot(rng, (A, 1)), name="att_score")
+            self.gate = var(_glorot(rng, (U, C)), name="gate")
+            self.gate_bias = var(np.zeros(C, np.float32), name="gate_bias")
+            self.out_context = var(_glorot(rng, (C, E)), name="out_context")
+        elif c.decoder == "show_and_tell":
+            self.image_embed = var(_glorot(rng, (C, E)), name="image_embed")
+        else:
+            raise ValueError(f"unknown decoder {c.decoder!r}: use 'attention' or 'show_and_tell'")
+        self.out_hidden = var(_glorot(rng, (U, E)), name="out_hidden")
+        self.out_word = var(_glorot(rng, (E, V)), name="out_word")
+        self.out_bias = var(np.zeros(V, np.float32), name="out_bias")
+
+    def _v(self, variable):
+        # Weights may be stored as float16 or int8 in an exported model (half / a quarter
+        # of the size); compute always runs in float32.
+        if isinstance(variable, Int8Weight):
+            return variable.dequantize()
+        return variable if variable.dtype == tf.float32 else tf.cast(variable, tf.float32)
+
+    def to_float16(self) -> CaptionDecoder:
+        """Store every weight as float16 (for export); computation stays float32."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, tf.Variable) and value.dtype == tf.float32:
+                setattr(self, name, tf.Variable(tf.cast(value, tf.float16), name=name))
+        return self
+
+    def to_int8(self) -> CaptionDecoder:
+        """Store every weight matrix as int8 with per-column scales (for export); vectors
+        (biases) as float16. Computation stays float32."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, tf.Variable) and value.shape.rank == 2 and value.shape[0] > 2:
+                setattr(self, name, Int8Weight(value, per_row=name == "embedding", name=name))
+        return self.to_float16()  # what is left: the bias vectors (and init_b's two rows)
+
+    # -- pieces -------------------------------------------------------------------------
+    def _lstm(self, x, h, c):
+        z = tf.matmul(tf.concat([x, h], axis=-1), self._v(self.lstm_kernel)) + self._v(self.lstm_bias)
+        i, f, g, o = tf.split(z, 4, axis=-1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        return h, c
+
+    def prepare(self, features):
+        """Per-image work done once: features [B, L, C] -> (features, projected [B, L, A])."""
+        features = tf.cast(features, tf.float32)
+        if self.config.decoder == "attention":
+            projected = tf.einsum("blc,ca->bla", features, self._v(self.att_feat))
+        else:
+            projected = tf.zeros(tf.shape(features)[:2])[..., None]
+        return features, projected
+
+    def init_state(self, features, training: bool = False):
+        """Initial (h, c) from the mean feature; Show-and-Tell also consumes the image."""
+        mean = tf.reduce_mean(tf.cast(features, tf.float32), axis=1)
+        h = tf.tanh(tf.matmul(mean, self._v(self.init_h)) + self._v(self.init_b)[0])
+        c = tf.tanh(tf.matmul(mean, self._v(self.init_c)) + self._v(self.init_b)[1])
+        if self.config.decoder == "show_and_tell":
+            x = tf.matmul(mean, self._v(self.image_embed))
+            x = self._dropout(x, training)
+            h, c = self._lstm(x, h, c)
+        return h, c
+
+    def _dropout(self, x, training: bool):
+        if training and self.config.dropout > 0:
+            return tf.nn.dropout(x, rate=self.config.dropout)
+        return x
+
+    def step(self, words, h, c, features, projected, training: bool = False):
+        """One word: ids [B] -> (logits [B, V], h, c, attention weights [B, L])."""
+        x = tf.gather(self._v(self.embedding), words)
+        if self.config.decoder == "attention":
+            e = tf.tanh(projected + tf.matmul(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
+            alpha = tf.nn.softmax(tf.squeeze(tf.einsum("bla,ak->blk", e, self._v(self.att_score)), -1))
+            context = tf.einsum("bl,blc->bc", alpha, features)
+            context = tf.sigmoid(tf.matmul(h, self._v(self.gate)) + self._v(self.gate_bias)) * context
+            h, c = self._lstm(tf.concat([x, context], axis=-1), h, c)
+            deep = x + tf.matmul(self._dropout(h, training), self._v(self.out_hidden)) + tf.matmul(
+                context, self._v(self.out_context))
+        else:
+            n = tf.shape(features)[1]
+            alpha = tf.fill(tf.stack([tf.shape(words)[0], n]), 1.0 / tf.cast(n, tf.float32))
+            h, c = self._lstm(x, h, c)
+            deep = x + tf.matmul(self._dropout(h, training), self._v(self.out_hidden))
+        logits = tf.matmul(self._dropout(tf.tanh(deep), training), self._v(self.out_word)) + self._v(self.out_bias)
+        return logits, h, c, alpha
+
+    # -- teacher forcing ----------------------------------------------------------------
+    def teacher_forced(self, features, tokens, training: bool = False):
+        """features [B, L, C], tokens [B, T+1] (<start> .. <end> <pad>..) ->
+        logits [B, T, V] predicting tokens[:, 1:], attention [B, T, L]."""
+        features, projected = self.prepare(features)
+        h, c = self.init_state(features, training)
+        inputs = tf.transpose(tokens[:, :-1])  # [T, B]
+        steps = tf.shape(inputs)[0]
+        logits_ta = tf.TensorArray(tf.float32, size=steps)
+        alpha_ta = tf.TensorArray(tf.float32, size=steps)
+        for t in tf.range(steps):
+            logits, h, c, alpha = self.step(inputs[t], h, c, features, projected, training)
+            logits_ta = logits_ta.write(t, logits)
+            alpha_ta = alpha_ta.write(t, alpha)
+        return (tf.transpose(logits_ta.stack(), [1, 0, 2]),
+                tf.transpose(alpha_ta.stack(), [1, 0, 2]))

@@ -1,0 +1,139 @@
+"""Batched beam search inside the graph: N images x K beams, one tf.while_loop.
+
+Every step runs the decoder once on N*K rows; there is no Python loop per word, so
+the whole search compiles into the exported SavedModel. Greedy decoding is K = 1.
+
+Scores: the search keeps raw summed log-probabilities; finished beams are ranked by
+``log p / length ** alpha`` (alpha = 0: raw log-probability, 1: per-word mean), where
+length counts the words plus <end>. The returned ``scores`` are length-normalised
+(``log p / length``, a per-word confidence comparable across captions of any length);
+they are in ranking order, which is also descending order when alpha = 1.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from altbeam.model.data.vocab import END_ID, PAD_ID, START_ID, UNK_ID
+
+NEG_INF = -1e9
+
+
+def _gather_beams(x, beam_idx):
+    """x [N, K, ...], beam_idx [N, K] -> x reordered along K (per image)."""
+    return tf.gather(x, beam_idx, axis=1, batch_dims=1)
+
+
+def words_banned_at(t, vocab, ban_unk: bool):
+    """[V] 1.0 on the words a live caption may not emit at step t: <pad> and <start>
+    always, <unk> when banned, <end> at t = 0 (a caption has at least one word)."""
+    banned = tf.one_hot(PAD_ID, vocab) + tf.one_hot(START_ID, vocab)
+    if ban_unk:
+        banned += tf.one_hot(UNK_ID, vocab)
+    return banned + tf.cast(tf.equal(t, 0), tf.float32) * tf.one_hot(END_ID, vocab)
+
+
+def repeated_trigram_ban(tokens, t, vocab):
+    """tokens [R, T] written up to step t (exclusive) -> [R, V] 1.0 where the word would
+    complete a trigram already in the row (the last two words followed it before)."""
+    R, T = tf.shape(tokens)[0], tf.shape(tokens)[1]
+    prev2 = tf.gather(tokens, tf.maximum(t - 2, 0), axis=1)[:, None]
+    prev1 = tf.gather(tokens, tf.maximum(t - 1, 0), axis=1)[:, None]
+    first, second, follow = tokens[:, :-2], tokens[:, 1:-1], tokens[:, 2:]
+    complete = tf.range(T - 2)[None] + 2 < t           # trigram j..j+2 already written
+    match = complete & tf.equal(first, prev2) & tf.equal(second, prev1) & (t >= 2)
+    rows = tf.broadcast_to(tf.range(R)[:, None], tf.shape(follow))
+    index = tf.stack([rows, follow], axis=-1)
+    return tf.tensor_scatter_nd_max(tf.zeros(tf.stack([R, vocab])), index,
+                                    tf.cast(match, tf.float32))
+
+
+def beam_search(decoder, features, beam_width: int, max_length: int, length_alpha: float = 0.0,
+                ban_unk: bool = False, block_repeated_trigrams: bool = False):
+    """features [N, L, C] -> dict(tokens [N, K, T] int32, scores [N, K], lengths [N, K],
+    log_probs [N, K], attention [N, K, T, L]); beams sorted best first.
+
+    ban_unk: never emit <unk> (served captions must not contain it).
+    block_repeated_trigrams: never emit a word that repeats a trigram of the same beam.
+
+    Tokens after a beam's <end> are <pad>; ``lengths`` counts words including <end>.
+    """
+    K, T = int(beam_width), int(max_length)
+    features = tf.convert_to_tensor(features)
+    N, L = tf.shape(features)[0], tf.shape(features)[1]
+    vocab = decoder.embedding.shape[0]  # a Variable or an Int8Weight
+
+    feats, projected = decoder.prepare(features)
+    h, c = decoder.init_state(feats)
+    # Tile per-image tensors to N*K rows (beam-major within each image).
+    tile = lambda x: tf.repeat(x, K, axis=0)  # noqa: E731
+    feats, projected, h, c = tile(feats), tile(projected), tile(h), tile(c)
+    units = tf.shape(h)[-1]
+
+    # Only beam 0 is live at the start, so the first expansion has no duplicates.
+    log_probs = tf.tile(tf.concat([[0.0], tf.fill([K - 1], NEG_INF)], 0)[None], [N, 1])
+    tokens = tf.fill([N, K, T], PAD_ID)
+    attention = tf.zeros([N, K, T, L])
+    finished = tf.zeros([N, K], tf.bool)
+    lengths = tf.zeros([N, K], tf.int32)
+    last = tf.fill([N * K], START_ID)
+    pad_row = tf.one_hot(PAD_ID, vocab, on_value=0.0, off_value=NEG_INF)
+
+    def body(t, last, h, c, log_probs, tokens, attention, finished, lengths):
+        logits, h, c, alpha = decoder.step(last, h, c, feats, projected)
+        ban = words_banned_at(t, vocab, ban_unk)
+        if block_repeated_trigrams:
+            ban = ban + repeated_trigram_ban(tf.reshape(tokens, [N * K, T]), t, vocab)
+        step_lp = tf.reshape(tf.nn.log_softmax(logits) + ban * NEG_INF, [N, K, vocab])
+        # A finished beam may only extend itself with <pad>, at no cost.
+        step_lp = tf.where(finished[..., None], pad_row[None, None], step_lp)
+        total = tf.reshape(log_probs[..., None] + step_lp, [N, K * vocab])
+        top_lp, top_idx = tf.math.top_k(total, k=K)
+        beam_idx, word = top_idx // vocab, tf.cast(top_idx % vocab, tf.int32)
+
+        tokens = _gather_beams(tokens, beam_idx)
+        attention = _gather_beams(attention, beam_idx)
+        was_finished = _gather_beams(finished, beam_idx)
+        lengths = _gather_beams(lengths, beam_idx) + tf.cast(~was_finished, tf.int32)
+        finished = was_finished | tf.equal(word, END_ID)
+        h = tf.reshape(_gather_beams(tf.reshape(h, [N, K, units]), beam_idx), [N * K, units])
+        c = tf.reshape(_gather_beams(tf.reshape(c, [N, K, units]), beam_idx), [N * K, units])
+        alpha = _gather_beams(tf.reshape(alpha, [N, K, L]), beam_idx)
+
+        onehot_t = tf.one_hot(t, T, dtype=tf.int32)[None, None]  # [1, 1, T]
+        tokens = tokens * (1 - onehot_t) + word[..., None] * onehot_t
+        attention += tf.cast(onehot_t, tf.float32)[..., None] * alpha[:, :, None, :] * \
+            tf.cast(~was_finished, tf.float32)[..., None, None]
+        return t + 1, tf.reshape(word, [-1]), h, c, top_lp, tokens, attention, finished, lengths
+
+    def cond(t, last, h, c, log_probs, tokens, attention, finished, lengths):
+        return (t < T) & ~tf.reduce_all(finished)
+
+    _, _, _, _, log_probs, tokens, attention, finished, lengths = tf.while_loop(
+        cond, body, [tf.constant(0), last, h, c, log_probs, tokens, attention, finished,
+                     lengths],
+        shape_invariants=[tf.TensorShape([]), tf.TensorShape([None]),
+                          tf.TensorShape([None, None]), tf.TensorShape([None, None]),
+                          tf.TensorShape([None, K]), tf.TensorShape([None, K, T]),
+                          tf.TensorShape([None, K, T, None]), tf.TensorShape([None, K]),
+                          tf.TensorShape([None, K])])
+
+    length_f = tf.cast(tf.maximum(lengths, 1), tf.float32)
+    rank = log_probs / tf.pow(length_f, length_alpha) if length_alpha else log_probs
+    order = tf.argsort(rank, axis=1, direction="DESCENDING", stable=True)
+    return {
+        "tokens": _gather_beams(tokens, order),
+        "scores": _gather_beams(log_probs / length_f, order),
+        "rank_scores": _gather_beams(rank, order),
+        "log_probs": _gather_beams(log_probs, order),
+        "lengths": _gather_beams(lengths, order),
+        "attention": _gather_beams(attention, order),
+    }
+
+
+def tokens_to_text(words, tokens):
+    """words: string [V] lookup table; tokens [..., T] -> string [...] (stops at <end>)."""
+    ended = tf.cumsum(tf.cast(tf.equal(tokens, END_ID), tf.int32), axis=-1, exclusive=True) > 0
+    keep = ~ended & (tokens > END_ID)  # drop <pad> <start> <end>, keep <unk> and words
+    text = tf.where(keep, tf.gather(words, tokens), "")
+    joined = tf.strings.reduce_join(text, axis=-1, separator=" ")
+    return tf.strings.strip(tf.strings.regex_replace(joined, " +", " "))

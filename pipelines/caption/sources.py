@@ -1,0 +1,242 @@
+"""Inputs of the caption pipeline: folders, globs, ``gs://`` prefixes and URI lists.
+
+Every input goes through Beam's ``FileSystems`` (so any Beam filesystem works), except
+that local directories are walked with ``os.walk`` so symlinks can be policed:
+
+* a local directory is read recursively; a glob (``*``, ``?``, ``[``, ``**``) is
+  matched as given; a ``gs://bucket/prefix`` (or any other scheme) that is not an
+  object is read as a prefix, recursively; a single file is taken as is;
+* ``@list.txt`` (or ``--input-list FILE``) names a text file with one URI per line
+  (blank lines and ``#`` comments ignored);
+* files are kept when their extension is an image type (``IMAGE_EXTENSIONS``) and
+  they are no larger than ``--max-file-size``; larger ones become error rows;
+* security: a symlink whose target lies outside the input root it was found under is
+  not followed (it becomes an error row) unless ``--follow-symlinks``; symlinked
+  directories are only descended with ``--follow-symlinks``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from altbeam.pipelines.caption.decode import HEIF_SUPPORTED, read_error_type
+from altbeam.pipelines.runtime.progress import Tally
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+    | ({".heic", ".heif"} if HEIF_SUPPORTED else set()))
+
+DEFAULT_MAX_FILE_SIZE = 200 * 1024 * 1024   # 200 MiB
+_GLOB = re.compile(r"[*?\[]")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRecord:
+    """One candidate image as listed (nothing read yet)."""
+
+    uri: str
+    size_bytes: int
+    mtime_us: int | None                  # microseconds since the epoch, UTC
+    known_sha256: str | None = None       # catalogued hash, when size/mtime changed
+    # Versions altbeam's writeback produced from the catalogued bytes (same pixels,
+    # alt text added): reading one of these means the image itself is unchanged.
+    known_versions: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ListError:
+    uri: str
+    error_type: str
+    message: str
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri
+
+
+def read_input_list(path: str) -> list[str]:
+    """URIs from a list file (local or any Beam filesystem), one per line."""
+    with FileSystems.open(path) as f:
+        text = f.read().decode("utf-8")
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def expand_input_args(inputs: list[str], input_lists: list[str] | None = None) -> list[str]:
+    """Positional inputs plus list files (``@FILE`` or ``--input-list``), in order, deduplicated."""
+    out: list[str] = []
+    for item in inputs:
+        out.extend(read_input_list(item[1:]) if item.startswith("@") else [item])
+    for path in input_lists or []:
+        out.extend(read_input_list(path))
+    seen: set[str] = set()
+    return [u for u in out if not (u in seen or seen.add(u))]
+
+
+def _has_image_extension(uri: str, extensions: frozenset[str]) -> bool:
+    return os.path.splitext(uri.rsplit("/", 1)[-1])[1].lower() in extensions
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _glob_root(pattern: str) -> str:
+    """The literal directory in front of the first glob character."""
+    head = _GLOB.split(pattern, maxsplit=1)[0]
+    return os.path.dirname(head) or "."
+
+
+class ExpandInput(beam.DoFn):
+    """One input argument -> the image files under it (main) and listing errors ("errors")."""
+
+    def __init__(self, extensions=IMAGE_EXTENSIONS, max_file_size=DEFAULT_MAX_FILE_SIZE,
+                 follow_symlinks=False, progress_dir=None):
+        self._extensions = frozenset(e.lower() for e in extensions)
+        self._max_file_size = max_file_size
+        self._follow = follow_symlinks
+        self._progress_dir = progress_dir
+
+    def setup(self):
+        self._tally = Tally(self._progress_dir)
+
+    def process(self, spec: str):
+        try:
+            items = list(self._local(spec) if is_local(spec) else self._remote(spec))
+        except Exception as e:  # noqa: BLE001 - an unreadable input must not stop the run
+            items = [ListError(spec, type(e).__name__, f"{spec}: cannot list input: {e}")]
+        for item in items:
+            if isinstance(item, ListError):
+                self._tally.add("failed")
+                yield beam.pvalue.TaggedOutput("errors", item)
+            elif item.size_bytes > self._max_file_size:
+                self._tally.add("failed")
+                yield beam.pvalue.TaggedOutput("errors", ListError(
+                    item.uri, "too_large",
+                    f"{item.uri}: file is {item.size_bytes:,} bytes, over the "
+                    f"--max-file-size limit of {self._max_file_size:,} bytes"))
+            else:
+                self._tally.add("listed")
+                yield item
+
+    def teardown(self):
+        if getattr(self, "_tally", None):
+            self._tally.flush()
+
+    # -- local paths: walked here so symlinks can be checked against the root ------
+    def _local(self, spec: str):
+        path = os.path.abspath(os.path.expanduser(spec))
+        if os.path.isdir(path):
+            yield from self._walk(path)
+        elif _GLOB.search(spec):
+            root = os.path.realpath(_glob_root(path))
+            for result in FileSystems.match([path]):
+                for md in result.metadata_list:
+                    if _has_image_extension(md.path, self._extensions):
+                        yield self._local_file(md.path, root)
+        elif os.path.lexists(path):
+            # An explicitly named file is taken whatever its extension.
+            yield self._local_file(path, os.path.realpath(os.path.dirname(path)))
+        else:
+            yield ListError(spec, "not_found", f"{spec}: input does not exist")
+
+    def _walk(self, root: str):
+        real_root = os.path.realpath(root)
+        seen = {real_root}
+        unlistable: list[ListError] = []
+
+        def walk_error(e: OSError):
+            # os.walk skips a folder it cannot list; say so instead of losing its files.
+            where = e.filename or root
+            unlistable.append(ListError(where, read_error_type(e),
+                                        f"{where}: cannot list folder: {e.strerror or e}"))
+
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=self._follow,
+                                                    onerror=walk_error):
+            yield from unlistable
+            unlistable.clear()
+            # Without --follow-symlinks os.walk skips symlinked dirs; with it, never
+            # enter the same real directory twice (symlink cycles).
+            keep = []
+            for d in sorted(dirnames):
+                real = os.path.realpath(os.path.join(dirpath, d))
+                if real not in seen:
+                    seen.add(real)
+                    keep.append(d)
+            dirnames[:] = keep
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                if _has_image_extension(name, self._extensions):
+                    yield self._local_file(path, real_root)
+        yield from unlistable
+
+    def _local_file(self, path: str, real_root: str):
+        # One file that vanished or loops fails alone, never the whole folder's listing.
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return ListError(path, "symlink_loop",
+                                 f"{path}: symlink loop (too many levels of symbolic links)")
+            if e.errno == errno.ENOENT and os.path.islink(path):
+                return ListError(path, "broken_symlink", f"{path}: symlink target "
+                                 f"{os.path.realpath(path)} does not exist")
+            return ListError(path, read_error_type(e), f"{path}: cannot stat: {e.strerror or e}")
+        real = os.path.realpath(path)
+        if not self._follow and not _within(real, real_root):
+            return ListError(path, "symlink_outside_root",
+                             f"{path}: symlink to {real}, outside the input root "
+                             f"{real_root}; not followed (pass --follow-symlinks to allow)")
+        return FileRecord(uri=path, size_bytes=st.st_size, mtime_us=st.st_mtime_ns // 1000)
+
+    # -- any other Beam filesystem ------------------------------------------------
+    def _remote(self, spec: str):
+        if _GLOB.search(spec.split("://", 1)[1]):
+            patterns, explicit = [spec], False
+        else:
+            exact = FileSystems.match([spec])[0].metadata_list
+            if exact:
+                patterns, explicit = [spec], True
+            else:
+                patterns, explicit = [spec.rstrip("/") + "/**"], False
+        found = False
+        for result in FileSystems.match(patterns):
+            for md in result.metadata_list:
+                if md.path.endswith("/"):
+                    continue  # "directory" placeholder objects
+                found = True
+                if explicit or _has_image_extension(md.path, self._extensions):
+                    mtime = md.last_updated_in_seconds
+                    yield FileRecord(uri=md.path, size_bytes=md.size_in_bytes,
+                                     mtime_us=round(mtime * 1e6) if mtime else None)
+        if not found:
+            yield ListError(spec, "not_found", f"{spec}: no objects under this input")
+
+
+def _first(records):
+    return min(records, key=lambda r: (r.mtime_us or 0, r.size_bytes))
+
+
+class ListImages(beam.PTransform):
+    """Input arguments -> FileRecords (one per distinct URI) and ListErrors ("errors")."""
+
+    def __init__(self, inputs: list[str], **expand_kwargs):
+        super().__init__()
+        self._inputs = list(inputs)
+        self._kwargs = expand_kwargs
+
+    def expand(self, pbegin):
+        listed = (pbegin
+                  | "Inputs" >> beam.Create(self._inputs)
+                  | "Expand" >> beam.ParDo(ExpandInput(**self._kwargs)).with_outputs(
+                      "errors", main="files"))
+        files = (listed.files
+                 | "KeyByUri" >> beam.Map(lambda r: (r.uri, r))
+                 | "OnePerUri" >> beam.CombinePerKey(_first)
+                 | "DropKey" >> beam.Values())
+        return {"files": files, "errors": listed.errors}

@@ -1,0 +1,443 @@
+"""The writeback of one batch of catalog rows: check, write, verify, restore, log.
+
+:class:`Annotator` turns catalog rows into WRITEBACK_SCHEMA decision rows. Per batch
+it makes three exiftool calls on one long-lived session (read all, write all, read
+all again); each file has its own command inside a call, so one bad file fails alone.
+Recovering after a killed writeback (dead exiftool temp files, writes whose log was
+lost) lives in :mod:`altbeam.pipelines.writeback.recovery`. Rules and guarantees: docs/writeback.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import tempfile
+import time
+import uuid
+
+from altbeam.pipelines.runtime.redact import redact
+from altbeam.pipelines.writeback.exiftool_session import ExifResult, ExifToolSession, file_arg
+from altbeam.pipelines.writeback.gcs import ConcurrentChange, GcsObjects, RemoteObject
+from altbeam.pipelines.writeback.recovery import remove_dead_exiftool_tmp, unlogged_own_write
+from altbeam.pipelines.writeback.rules import (
+    DEFAULT_FIELDS,
+    FIELDS,
+    GENERATOR,
+    NOT_WRITABLE_IN_PLACE,
+    PROVENANCE_GROUP,
+    already_written,
+    check_texts,
+    field_value,
+    lost_tags,
+    quote,
+    same_pixels,
+    supported_fields,
+    wrong_fields,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class WritebackOptions:
+    fields: tuple[str, ...] = DEFAULT_FIELDS
+    overwrite_existing: bool = False
+    min_score: float | None = None
+    dry_run: bool = False
+    sidecar: bool = False               # write XMP sidecars instead of the images
+    sidecar_fallback: bool = False      # sidecars for formats exiftool cannot write
+    sidecar_naming: str = "ext"         # "ext": photo.jpg.xmp, "stem": photo.xmp
+    run_id: str = ""
+    # When this run began (epoch seconds; 0: when the Annotator starts). An exiftool
+    # temp file untouched since before then is a dead run's leftover (see
+    # remove_dead_exiftool_tmp).
+    started_at: float = 0.0
+
+    def __post_init__(self):
+        unknown = set(self.fields) - set(FIELDS)
+        if unknown or not self.fields:
+            raise ValueError(f"unknown fields {sorted(unknown)}; known: {sorted(FIELDS)}")
+        if self.sidecar_naming not in ("ext", "stem"):
+            raise ValueError("sidecar_naming must be 'ext' or 'stem'")
+
+
+class Skip(Exception):
+    """A decision made before writing: (action, reason)."""
+
+    def __init__(self, reason: str, action: str = "skipped"):
+        super().__init__(reason)
+        self.action, self.reason = action, reason
+
+
+def sidecar_path(image: str, naming: str) -> str:
+    """The sidecar of ``image``: ``dir/photo.jpg.xmp`` ("ext") or ``dir/photo.xmp`` ("stem").
+
+    Built from the base name only, so it always lies in the image's own folder.
+    """
+    folder, name = image.rsplit("/", 1) if "/" in image else ("", image)
+    if name in ("", ".", ".."):
+        raise Skip(f"bad_name: {image}: no file name to derive a sidecar name from")
+    if naming == "stem" and "." in name.lstrip("."):
+        name = name[:name.rfind(".")]
+    return f"{folder}/{name}.xmp" if folder else f"{name}.xmp"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _writable(path: str) -> bool:
+    """Writable, honouring read-only permission bits even for root (who bypasses them)."""
+    st = os.stat(path)
+    return bool(st.st_mode & 0o222) and os.access(path, os.W_OK)
+
+
+@dataclasses.dataclass
+class Item:
+    row: dict
+    path: str                         # local file exiftool reads (the image or its copy)
+    original: bytes
+    sidecar_local: str                # local path of the sidecar (may not exist)
+    sidecar_uri: str
+    use_sidecar: bool
+    remote: RemoteObject | None = None
+    remote_sidecar: RemoteObject | None = None
+    sidecar_before: bytes | None = None
+    tags: dict | None = None
+    sidecar_tags: dict | None = None
+    fields: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    new_sidecar_tmp: str | None = None
+    changed: str | None = None        # the changed_since_catalogued reason, if the hash differs
+
+    @property
+    def target_path(self) -> str:
+        return self.sidecar_local if self.use_sidecar else self.path
+
+
+class Annotator:
+    """Catalog rows -> decision rows, using one exiftool session (and GCS when needed)."""
+
+    def __init__(self, options: WritebackOptions, session: ExifToolSession, gcs=None):
+        self.options = options
+        self.session = session
+        self._gcs = gcs
+        self._tmpdir = tempfile.mkdtemp(prefix="altbeam-writeback-")
+        self._started_at = options.started_at or time.time()
+
+    def close(self):
+        import shutil
+
+        shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    @property
+    def gcs(self) -> GcsObjects:
+        if self._gcs is None:
+            self._gcs = GcsObjects()
+        return self._gcs
+
+    # -- the batch ----------------------------------------------------------------
+    def annotate(self, rows: list[dict]) -> list[dict]:
+        decisions: list[dict | None] = [None] * len(rows)
+        items: dict[int, Item] = {}
+        for i, row in enumerate(rows):
+            try:
+                items[i] = self._prepare(row)
+            except Skip as s:
+                decisions[i] = self._decision(row, s.action, s.reason)
+        self._read_tags(items)
+        to_write: dict[int, Item] = {}
+        for i, item in items.items():
+            try:
+                self._decide(item)
+                to_write[i] = item
+            except Skip as s:
+                decisions[i] = self._decision(item.row, s.action, s.reason, item)
+        results = self.session.run([self._write_command(it) for it in to_write.values()])
+        after = self._read_after(to_write, results)
+        for (i, item), result in zip(to_write.items(), results):
+            decisions[i] = self._finish(item, result, after.get(i))
+        for item in items.values():
+            GcsObjects.cleanup(item.remote, item.remote_sidecar)
+        self.session.discard_value_files()
+        return decisions  # type: ignore[return-value]
+
+    # -- before writing -----------------------------------------------------------
+    def _prepare(self, row: dict) -> Item:
+        opts, uri = self.options, row["uri"]
+        caption = row.get("caption")
+        if not caption or not caption.strip():
+            raise Skip(f"no_caption: {uri}: the catalog row has no caption")
+        score = row.get("score")
+        if opts.min_score is not None and (score is None or score < opts.min_score):
+            raise Skip(f"below_min_score: {uri}: score {score} is below --min-score "
+                       f"{opts.min_score}")
+        use_sidecar = opts.sidecar
+        if not use_sidecar and (row.get("format") or "").upper() in NOT_WRITABLE_IN_PLACE:
+            if not opts.sidecar_fallback:
+                raise Skip(f"format_not_writable: {uri}: exiftool cannot write "
+                           f"{row.get('format')} files; use --sidecar or --sidecar-fallback")
+            use_sidecar = True
+        side_uri = sidecar_path(uri, opts.sidecar_naming)
+        if uri.startswith("gs://"):
+            item = self._prepare_gcs(row, side_uri, use_sidecar)
+        else:
+            item = self._prepare_local(row, side_uri, use_sidecar)
+        sha = _sha256(item.original)
+        if sha != row["sha256"] and sha not in (row.get("_produced_sha256") or ()):
+            # Decided once the tags are read: it may be a write whose log was lost.
+            item.changed = (f"changed_since_catalogued: {uri}: sha256 is {sha[:12]}…, the "
+                            f"catalog row has {row['sha256'][:12]}… (nor is it a version "
+                            "altbeam wrote); caption it again first")
+        return item
+
+    def _prepare_local(self, row: dict, side: str, use_sidecar: bool) -> Item:
+        uri = row["uri"]
+        path = os.path.abspath(uri)
+        if not os.path.lexists(path):
+            raise Skip(f"missing: {uri}: file not found")
+        if os.path.islink(path):
+            raise Skip(f"symlink: {uri}: is a symlink; writing would replace the link, "
+                       "so it is left alone (annotate its target instead)")
+        side = os.path.abspath(side)
+        if os.path.dirname(side) != os.path.dirname(path):   # cannot happen; belt and braces
+            raise Skip(f"bad_name: {uri}: sidecar {side} would leave the image's folder")
+        if os.path.islink(side):
+            raise Skip(f"symlink: {side}: the sidecar is a symlink; not written through")
+        folder = os.path.dirname(path)
+        target = side if use_sidecar else path
+        if os.path.exists(target) and not _writable(target):
+            raise Skip(f"read_only_file: {target}: file is read-only "
+                       f"(mode {os.stat(target).st_mode & 0o777:o}); not modified")
+        if not _writable(folder):
+            raise Skip(f"read_only_folder: {folder}: folder is read-only; {target} cannot "
+                       "be replaced safely (exiftool writes a temp file beside it)")
+        with open(path, "rb") as f:
+            original = f.read()
+        before = None
+        if os.path.exists(side):
+            with open(side, "rb") as f:
+                before = f.read()
+        return Item(row, path, original, side, side, use_sidecar, sidecar_before=before)
+
+    def _prepare_gcs(self, row: dict, side_uri: str, use_sidecar: bool) -> Item:
+        uri = row["uri"]
+        stem = os.path.join(self._tmpdir, uuid.uuid4().hex)
+        ext = os.path.splitext(uri)[1][:10]
+        try:
+            remote = self.gcs.download(uri, stem + ext)
+            remote_side = self.gcs.download(side_uri, stem + ".xmp", required=False)
+        except FileNotFoundError as e:
+            raise Skip(f"missing: {e}") from e
+        except Exception as e:  # noqa: BLE001 - 403, network: this object fails alone
+            raise Skip(f"unreadable: {uri}: cannot download: {type(e).__name__}: {e}",
+                       "failed") from e
+        with open(remote.local_path, "rb") as f:
+            original = f.read()
+        before = None
+        if remote_side.generation is not None:
+            with open(remote_side.local_path, "rb") as f:
+                before = f.read()
+        return Item(row, remote.local_path, original, remote_side.local_path, side_uri,
+                    use_sidecar, remote=remote, remote_sidecar=remote_side,
+                    sidecar_before=before)
+
+    def _read_tags(self, items: dict[int, Item]) -> None:
+        paths = [it.path for it in items.values()]
+        sides = [it.sidecar_local for it in items.values() if it.sidecar_before is not None]
+        found = self.session.read_json(paths + sides)
+        by_path = dict(zip(paths + sides, found))
+        for it in items.values():
+            it.tags = by_path[it.path]
+            if it.sidecar_before is not None:
+                it.sidecar_tags = by_path[it.sidecar_local]
+
+    def _decide(self, item: Item) -> None:
+        uri, opts, caption = item.row["uri"], self.options, item.row["caption"]
+        if item.changed is not None:
+            if unlogged_own_write(item, opts.fields):
+                raise Skip(f"already_written: {uri}: the caption is already there (written "
+                           "by an altbeam run whose log never reached the catalog)")
+            raise Skip(item.changed)
+        for tags, what in ((item.tags, uri), (item.sidecar_tags, item.sidecar_uri)):
+            if isinstance(tags, ExifResult):
+                raise Skip(f"unreadable: {what}: exiftool cannot read it: {tags.message()}",
+                           "failed")
+        file_type = str(item.tags.get("File:FileTypeExtension", "")).upper()
+        item.fields = supported_fields(file_type, opts.fields, item.use_sidecar)
+        left_out = [FIELDS[f][0] for f in opts.fields if f not in item.fields]
+        if left_out:
+            where = "an XMP sidecar" if item.use_sidecar else f"{file_type} files"
+            item.notes.append(f"not written ({where} cannot hold them): {', '.join(left_out)}")
+        if not item.fields:
+            raise Skip(f"no_field: {uri}: none of the chosen fields fits; {item.notes[0]}")
+        check = check_texts(item.tags, item.sidecar_tags or {})
+        if check.persons and not opts.overwrite_existing:
+            tag, text = check.persons[0]
+            raise Skip(f"existing_text: {uri}: {tag} already holds {quote(text)}, not written "
+                       "by altbeam; left alone (--overwrite-existing to replace)")
+        target_tags = (item.sidecar_tags or {}) if item.use_sidecar else item.tags
+        if already_written(check, target_tags, item.fields, caption,
+                           item.row.get("model_version")):
+            raise Skip(f"already_written: {uri}: the caption is already there")
+        if opts.dry_run:
+            raise Skip(self._would(item), "would_write")
+        if item.remote is None:   # gs:// copies live in our private temp folder
+            removed = remove_dead_exiftool_tmp(item.target_path, self._started_at)
+            if removed:
+                item.notes.append(f"removed {removed}, left by an earlier run that died")
+
+    def _would(self, item: Item) -> str:
+        target = item.sidecar_uri if item.use_sidecar else item.row["uri"]
+        return "; ".join([f"dry_run: would write {target}", *item.notes])
+
+    # -- writing ------------------------------------------------------------------
+    def _write_command(self, item: Item) -> list[str]:
+        row, s = item.row, self.session
+        cmd: list[str] = []
+        for f in item.fields:
+            cmd.append(f"-{FIELDS[f][0]}<={s.value_file(field_value(f, row['caption']))}")
+        if "iptc_caption" in item.fields:   # declare UTF-8 so readers decode it right
+            cmd += ["-charset", "iptc=UTF8", "-IPTC:CodedCharacterSet=UTF8"]
+        p = PROVENANCE_GROUP
+        cmd += [f"-{p}:Generator={GENERATOR}",
+                f"-{p}:Caption<={s.value_file(row['caption'])}",
+                f"-{p}:ModelVersion<={s.value_file(row.get('model_version') or '')}",
+                f"-{p}:RunId<={s.value_file(self.options.run_id)}",
+                f"-{p}:WrittenAt={dt.datetime.now(dt.UTC):%Y:%m:%d %H:%M:%SZ}"]
+        if row.get("score") is not None:
+            cmd.append(f"-{p}:Score={float(row['score']):.6g}")
+        cmd += [f"-{p}:Fields={FIELDS[f][0]}" for f in item.fields]
+        if item.use_sidecar and item.sidecar_before is None:
+            # A new sidecar: exiftool creates it under a temp name in the same folder,
+            # renamed into place after verification (no half-written sidecar).
+            folder, name = os.path.split(item.sidecar_local)
+            item.new_sidecar_tmp = os.path.join(
+                folder, f".{name}.altbeam-{uuid.uuid4().hex[:8]}.xmp")
+            return cmd + ["-o", file_arg(item.new_sidecar_tmp)]
+        return ["-overwrite_original", *cmd, file_arg(item.target_path)]
+
+    def _written_path(self, item: Item) -> str:
+        return item.new_sidecar_tmp or item.target_path
+
+    def _read_after(self, to_write: dict[int, Item], results: list[ExifResult]) -> dict:
+        ok = [(i, it) for (i, it), r in zip(to_write.items(), results) if r.status == 0]
+        found = self.session.read_json([self._written_path(it) for _, it in ok])
+        return {i: tags for (i, _), tags in zip(ok, found)}
+
+    def _finish(self, item: Item, result: ExifResult, after) -> dict:
+        row = item.row
+        target = item.sidecar_uri if item.use_sidecar else row["uri"]
+        problem = None
+        if result.status != 0:
+            problem = f"exiftool_failed: {target}: {result.message()}"
+        elif isinstance(after, ExifResult) or after is None:
+            problem = f"verify_failed: {target}: cannot read it back: " + (
+                after.message() if after else "no answer")
+        else:
+            problem = self._verify(item, after, target)
+        if problem is None and item.remote is not None:
+            problem = self._upload(item)
+        if problem is not None:
+            self._restore(item)
+            action = "skipped" if problem.startswith("concurrent_change") else "failed"
+            return self._decision(row, action, problem, item)
+        if item.new_sidecar_tmp and item.remote is None:
+            try:  # a hard link never replaces a sidecar that appeared meanwhile
+                os.link(item.new_sidecar_tmp, item.sidecar_local)
+            except FileExistsError:
+                self._restore(item)
+                return self._decision(row, "skipped", f"concurrent_change: {target}: a "
+                                      "sidecar appeared while writing; not replaced", item)
+            except OSError:  # filesystems without hard links
+                os.replace(item.new_sidecar_tmp, item.sidecar_local)
+            if os.path.exists(item.new_sidecar_tmp):
+                os.unlink(item.new_sidecar_tmp)
+        with open(item.path, "rb") as f:
+            sha_after = _sha256(f.read())
+        return self._decision(row, "written", "; ".join(["written", *item.notes]), item,
+                              sha_after=sha_after)
+
+    def _verify(self, item: Item, after: dict, target: str) -> str | None:
+        bad = wrong_fields(after, item.fields, item.row["caption"])
+        if bad:
+            return f"verify_failed: {target}: read back differs for {', '.join(bad)}"
+        before = (item.sidecar_tags or {}) if item.use_sidecar else item.tags
+        lost = lost_tags(before, after, item.fields)
+        if lost:
+            return f"verify_failed: {target}: existing metadata lost: {', '.join(lost[:5])}"
+        with open(item.path, "rb") as f:
+            current = f.read()
+        if item.use_sidecar and current != item.original:
+            return f"verify_failed: {item.row['uri']}: the image changed during a sidecar write"
+        if not item.use_sidecar:
+            try:
+                if not same_pixels(item.original, item.path):
+                    return f"verify_failed: {target}: decoded pixels differ after writing"
+            except Exception as e:  # noqa: BLE001 - undecodable after writing is a failure
+                return f"verify_failed: {target}: cannot decode after writing: {e}"
+        return None
+
+    def _upload(self, item: Item) -> str | None:
+        obj = item.remote_sidecar if item.use_sidecar else item.remote
+        if item.new_sidecar_tmp:
+            os.replace(item.new_sidecar_tmp, obj.local_path)
+            item.new_sidecar_tmp = None
+        try:
+            self.gcs.upload(obj)
+        except ConcurrentChange as e:
+            return f"concurrent_change: {e}; not overwritten"
+        except Exception as e:  # noqa: BLE001 - a failed upload leaves the object as it was
+            return f"upload_failed: {obj.uri}: {type(e).__name__}: {e}"
+        return None
+
+    def _restore(self, item: Item) -> None:
+        """Put the original bytes back (remote objects were never uploaded)."""
+        if item.new_sidecar_tmp and os.path.exists(item.new_sidecar_tmp):
+            os.unlink(item.new_sidecar_tmp)
+        if item.remote is not None:
+            return
+        if item.use_sidecar:
+            if item.sidecar_before is not None:
+                _atomic_write(item.sidecar_local, item.sidecar_before)
+            return
+        with open(item.path, "rb") as f:
+            if f.read() == item.original:
+                return
+        _atomic_write(item.path, item.original)
+
+    def _decision(self, row: dict, action: str, reason: str, item: Item | None = None,
+                  sha_after: str | None = None) -> dict:
+        return decision_row(row, action, reason, self.options.run_id, item, sha_after)
+
+
+def decision_row(row: dict, action: str, reason: str, run_id: str, item: Item | None = None,
+                 sha_after: str | None = None) -> dict:
+    """One WRITEBACK_SCHEMA row (the reason may quote library errors: redacted)."""
+    use_sidecar = bool(item and item.use_sidecar)
+    return {
+        "uri": row["uri"], "action": action, "reason": redact(reason),
+        "fields": [FIELDS[f][0] for f in item.fields] if item and item.fields else [],
+        "target": item.sidecar_uri if use_sidecar else row["uri"],
+        "caption": row.get("caption"), "score": row.get("score"),
+        "model_version": row.get("model_version"),
+        "sha256_before": _sha256(item.original) if item else None,
+        "sha256_after": sha_after, "run_id": run_id,
+        "at": dt.datetime.now(dt.UTC),
+    }
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` via a temp file beside it (keeps mode and owner)."""
+    st = os.stat(path) if os.path.exists(path) else None
+    tmp = f"{path}.altbeam-restore-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    if st is not None:
+        os.chmod(tmp, st.st_mode & 0o7777)
+        try:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        except PermissionError:
+            pass
+    os.replace(tmp, path)

@@ -1,0 +1,311 @@
+"""`altbeam writeback CATALOG`: the catalogued captions into the photos as alt text.
+
+Pipeline (every step named; rules and guarantees in docs/writeback.md)::
+
+    ReadLatestCatalog (latest row per uri from CATALOG/catalog/run-*.parquet)
+      -> WriteAltText: [CheckSidecarNames] -> Reshuffle -> Batch
+                       -> Annotate (one exiftool -stay_open process per DoFn instance)
+      -> WriteWritebackLog (CATALOG/writeback/run-<run_id>-*.parquet)
+
+``WriteAltText`` is reusable: its input is catalog rows (dicts with the columns of
+``schemas.CATALOG_SCHEMA``), its output the WRITEBACK_SCHEMA decision rows; the
+caption job can put it after its catalog rows.
+
+Exit status: 0 when the run completed and no file failed; 1 when a file failed
+(each failure has a row with its reason; the file was restored) or the pipeline
+failed; 2 for bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+)
+
+from altbeam.pipelines.catalog.beam_io import (
+    checked_run_id,
+    finalized_shards,
+    read_table_rows,
+    shard_prefix,
+)
+from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
+from altbeam.pipelines.writeback.files import (
+    Annotator,
+    Skip,
+    WritebackOptions,
+    decision_row,
+    sidecar_path,
+)
+from altbeam.pipelines.writeback.rules import FIELDS
+from altbeam.schemas import WRITEBACK_SCHEMA, table_dir
+
+
+def _latest(rows):
+    return max(rows, key=lambda r: (r["processed_at"], r["run_id"]))
+
+
+class ReadLatestCatalog(beam.PTransform):
+    """CATALOG -> its latest catalog row per uri (finalized shards only)."""
+
+    def __init__(self, catalog: str):
+        super().__init__()
+        self._catalog = catalog
+
+    def expand(self, pbegin):
+        if not finalized_shards(self._catalog):
+            return pbegin | "EmptyCatalog" >> beam.Create([])
+        return (pbegin
+                | "ReadShards" >> beam.io.ReadFromParquet(
+                    table_dir(self._catalog, "catalog") + "/run-*.parquet")
+                | "KeyByUri" >> beam.Map(lambda r: (r["uri"], r))
+                | "LatestPerUri" >> beam.CombinePerKey(_latest)
+                | "DropKey" >> beam.Values())
+
+
+def _follow_writes(keyed):
+    """(uri, {"rows": [row], "writes": [(before, after, run_id)]}) -> the row with the
+    hashes of the versions altbeam itself produced from the catalogued file (so a re-run
+    still recognises a file it wrote as "the catalogued one"), and the runs that logged
+    a write of it (a write by any other run lost its log: see unlogged_own_write)."""
+    _, joined = keyed
+    after = {before: sha_after for before, sha_after, _ in joined["writes"]}
+    runs = sorted({run_id for *_, run_id in joined["writes"]})
+    for row in joined["rows"]:
+        chain, sha = [], row["sha256"]
+        while sha in after and after[sha] not in chain and len(chain) < 1000:
+            sha = after[sha]
+            chain.append(sha)
+        yield {**row, "_produced_sha256": chain, "_logged_write_runs": runs}
+
+
+class AttachOwnWrites(beam.PTransform):
+    """Catalog rows -> the same rows plus ``_produced_sha256`` from CATALOG/writeback."""
+
+    def __init__(self, catalog: str):
+        super().__init__()
+        self._catalog = catalog
+
+    def expand(self, rows):
+        if not finalized_shards(self._catalog, "writeback"):
+            return rows
+        writes = (rows.pipeline
+                  | "ReadWritebackLog" >> beam.io.ReadFromParquet(
+                      table_dir(self._catalog, "writeback") + "/run-*.parquet",
+                      columns=["uri", "action", "sha256_before", "sha256_after",
+                               "run_id"])
+                  | "OnlyWritten" >> beam.Filter(
+                      lambda r: r["action"] == "written" and r["sha256_after"]
+                      and r["sha256_before"] and r["sha256_before"] != r["sha256_after"])
+                  | "KeyWrites" >> beam.Map(
+                      lambda r: (r["uri"], (r["sha256_before"], r["sha256_after"],
+                                            r["run_id"]))))
+        keyed = rows | "KeyRows" >> beam.Map(lambda r: (r["uri"], r))
+        return ({"rows": keyed, "writes": writes}
+                | "JoinWrites" >> beam.CoGroupByKey()
+                | "FollowWrites" >> beam.FlatMap(_follow_writes))
+
+
+def _split_collisions(keyed, run_id: str):
+    """(sidecar name, rows): several images sharing one stem-named sidecar are all skipped."""
+    name, rows = keyed
+    rows = list(rows)
+    if len(rows) == 1:
+        yield rows[0]
+        return
+    others = sorted(r["uri"] for r in rows)
+    for row in rows:
+        yield beam.pvalue.TaggedOutput("skipped", decision_row(
+            row, "skipped", f"sidecar_name_collision: {name} would be the sidecar of "
+            f"{', '.join(others)}; use --sidecar-naming ext ({row['uri']}.xmp)", run_id))
+
+
+class AnnotateBatch(beam.DoFn):
+    """A batch of catalog rows -> decision rows; one exiftool process per DoFn instance."""
+
+    def __init__(self, options: WritebackOptions):
+        self._options = options
+
+    def setup(self):
+        self._session = ExifToolSession().start()
+        self._annotator = Annotator(self._options, self._session)
+
+    def process(self, rows):
+        yield from self._annotator.annotate(list(rows))
+
+    def teardown(self):
+        if getattr(self, "_annotator", None):
+            self._annotator.close()
+        if getattr(self, "_session", None):
+            self._session.close()
+
+
+class WriteAltText(beam.PTransform):
+    """Catalog rows -> WRITEBACK_SCHEMA decision rows, writing alt text into the files."""
+
+    def __init__(self, options: WritebackOptions, batch_size: int = 16):
+        super().__init__()
+        self._options = options
+        self._batch_size = batch_size
+
+    def expand(self, rows):
+        opts, parts = self._options, []
+        if opts.sidecar_naming == "stem" and (opts.sidecar or opts.sidecar_fallback):
+            checked = (rows
+                       | "KeyBySidecar" >> beam.Map(
+                           lambda r: (_stem_key(r["uri"]), r))
+                       | "GroupBySidecar" >> beam.GroupByKey()
+                       | "CheckSidecarNames" >> beam.FlatMap(
+                           _split_collisions, opts.run_id).with_outputs(
+                               "skipped", main="rows"))
+            rows = checked.rows
+            parts.append(checked.skipped)
+        decisions = (rows
+                     | "Reshuffle" >> beam.Reshuffle()
+                     | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size,
+                                                     max_batch_size=self._batch_size)
+                     | "Annotate" >> beam.ParDo(AnnotateBatch(opts)))
+        if not parts:
+            return decisions
+        return (decisions, *parts) | "AllDecisions" >> beam.Flatten()
+
+
+def _stem_key(uri: str) -> str:
+    try:
+        return sidecar_path(uri, "stem")
+    except Skip:
+        return uri
+
+
+class WriteWritebackLog(beam.PTransform):
+    """Decision rows -> ``CATALOG/writeback/run-<run_id>-SSSSS-of-NNNNN.parquet``."""
+
+    def __init__(self, catalog: str, run_id: str):
+        super().__init__()
+        self._prefix = shard_prefix(catalog, "writeback", run_id)   # checks the run id
+
+    def expand(self, decisions):
+        return decisions | "WriteToParquet" >> beam.io.WriteToParquet(
+            self._prefix, schema=WRITEBACK_SCHEMA, file_name_suffix=".parquet")
+
+
+def build(p: beam.Pipeline, catalog: str, options: WritebackOptions,
+          batch_size: int = 16) -> dict:
+    """Add the writeback job to ``p``; return {"decisions", "log_files"}."""
+    rows = (p
+            | "ReadLatestCatalog" >> ReadLatestCatalog(catalog)
+            | "AttachOwnWrites" >> AttachOwnWrites(catalog))
+    decisions = rows | "WriteAltText" >> WriteAltText(options, batch_size)
+    log_files = decisions | "WriteWritebackLog" >> WriteWritebackLog(catalog, options.run_id)
+    return {"decisions": decisions, "log_files": log_files}
+
+
+def add_writeback_flags(group, dry_run: bool) -> None:
+    """The options that decide what is written where; shared with `altbeam caption
+    --write-metadata` so both commands spell them the same way."""
+    group.add_argument("--xmp-description", action="store_true",
+                       help="also write XMP-dc:Description")
+    group.add_argument("--exif-description", action="store_true",
+                       help="also write EXIF:ImageDescription")
+    group.add_argument("--iptc-caption", action="store_true",
+                       help="also write IPTC:Caption-Abstract (UTF-8, at most 2000 bytes)")
+    group.add_argument("--overwrite-existing", action="store_true",
+                       help="replace alt text/descriptions that altbeam did not write")
+    group.add_argument("--min-score", type=float, default=None,
+                       help="write only captions scoring at least this (the catalog's score: "
+                            "mean log-probability per word, e.g. -1.2)")
+    if dry_run:
+        group.add_argument("--dry-run", action="store_true",
+                           help="report what would be written; change no file")
+    group.add_argument("--sidecar", action="store_true",
+                       help="write XMP sidecars instead of touching the images")
+    group.add_argument("--sidecar-fallback", action="store_true",
+                       help="use a sidecar for formats exiftool cannot write (e.g. BMP)")
+    group.add_argument("--sidecar-naming", choices=("ext", "stem"), default=None,
+                       help="ext: photo.jpg.xmp (darktable, digiKam; default); "
+                            "stem: photo.xmp (Lightroom, Capture One)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="altbeam writeback",
+        description="Write each catalogued caption into its image as IPTC alt text "
+                    "(XMP-iptcCore:AltTextAccessibility), never over a person's words. "
+                    "Unknown flags pass through to Apache Beam.")
+    ap.add_argument("catalog", help="catalog folder (local or gs://)")
+    add_writeback_flags(ap, dry_run=True)
+    ap.add_argument("--batch-size", type=int, default=16, help="files per exiftool call")
+    ap.add_argument("--run-id", default="", help="run identifier (default: time + random)")
+    ap.add_argument("--quiet", action="store_true", help="print only the summary")
+    return ap
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Run the writeback; return {"run_id", "counts", "decisions", "exit_code"}."""
+    from altbeam.pipelines.caption.pipeline import _LOCAL_RUNNERS, local_runner, new_run_id
+
+    started_at = time.time()   # exiftool temp files older than this are dead runs' leftovers
+    ap = make_parser()
+    args, beam_argv = ap.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if args.batch_size < 1:
+        ap.error("--batch-size must be at least 1")
+    if args.run_id:   # checked again where it names the log's shards (shard_prefix)
+        checked_run_id(args.run_id)
+    fields = ["alt_text"] + [f for f in ("xmp_description", "exif_description",
+                                         "iptc_caption") if getattr(args, f)]
+    options = WritebackOptions(
+        fields=tuple(fields), overwrite_existing=args.overwrite_existing,
+        min_score=args.min_score, dry_run=args.dry_run, sidecar=args.sidecar,
+        sidecar_fallback=args.sidecar_fallback, sidecar_naming=args.sidecar_naming or "ext",
+        run_id=args.run_id or new_run_id(), started_at=started_at)
+    catalog = args.catalog.rstrip("/") or "/"
+    if not finalized_shards(catalog):
+        print(f"altbeam writeback: {catalog}: no catalog shards in "
+              f"{table_dir(catalog, 'catalog')}/", file=sys.stderr)
+        return {"run_id": options.run_id, "counts": {}, "decisions": [], "exit_code": 1}
+    beam_options = PipelineOptions(flags=beam_argv)
+    beam_options.view_as(SetupOptions).save_main_session = False
+    local = beam_options.view_as(StandardOptions).runner in _LOCAL_RUNNERS
+    start = time.monotonic()
+    p = beam.Pipeline(runner=local_runner(beam_options) if local else None,
+                      options=beam_options)
+    build(p, catalog, options, args.batch_size)
+    state = p.run().wait_until_finish()
+    if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
+        raise RuntimeError(f"pipeline ended in state {state}")
+    decisions = [r for r in read_table_rows(catalog, "writeback")
+                 if r["run_id"] == options.run_id]
+    counts: dict[str, int] = {}
+    for d in decisions:
+        counts[d["action"]] = counts.get(d["action"], 0) + 1
+    if not args.quiet:
+        for d in sorted(decisions, key=lambda d: d["uri"]):
+            print(f"{d['action']:<11} {d['reason']}", file=sys.stderr)
+    print(f"altbeam writeback: run {options.run_id} in {time.monotonic() - start:.1f}s: "
+          + ", ".join(f"{k} {counts.get(k, 0)}" for k in
+                      ("written", "would_write", "skipped", "failed"))
+          + f"; log in {table_dir(catalog, 'writeback')}/", file=sys.stderr)
+    return {"run_id": options.run_id, "counts": counts, "decisions": decisions,
+            "exit_code": 1 if counts.get("failed") else 0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry (`altbeam writeback`): 0 done, 1 a file failed / no catalog, 2 usage."""
+    try:
+        return run(argv)["exit_code"]
+    except ValueError as e:
+        print(f"altbeam writeback: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["FIELDS", "ReadLatestCatalog", "WriteAltText", "WriteWritebackLog",
+           "WritebackOptions", "build", "main", "run"]

@@ -1,0 +1,70 @@
+"""Evaluation: preprocessing matches serving; the CLI scores a model next to baselines."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from altbeam.model.data.pixels import load_pixels
+from altbeam.model.evaluation.evaluate import format_table, main
+from altbeam.pipelines.caption.decode import decode_image
+
+
+@pytest.mark.parametrize("size", [32, 224, 260])
+def test_eval_pixels_match_the_pipeline_decoder(sample_photos, size):
+    for photo in sorted(sample_photos.glob("*.jpg"))[:6]:
+        served = decode_image(photo.read_bytes(), size, str(photo)).pixels
+        np.testing.assert_array_equal(load_pixels(str(photo), size), served)
+
+
+def test_format_table_aligns_systems_and_metrics():
+    text = format_table({"model": {"BLEU-4": 0.2, "CIDEr": 0.5}, "nn": {"BLEU-4": 0.1}})
+    lines = text.splitlines()
+    assert lines[0].split() == ["system", "BLEU-4", "CIDEr"]
+    assert lines[1].split() == ["model", "0.200", "0.500"] and lines[2].split()[-1] == "-"
+
+
+def test_evaluate_cli_scores_an_exported_model(tmp_path, sample_photos, capsys):
+    from altbeam.model.tiny import export_tiny_model
+    model = export_tiny_model(str(tmp_path / "tiny"))
+    rows = [{"image": p.name, "caption": "a dog on the grass", "split": "dev"}
+            for p in sorted(sample_photos.glob("*.jpg"))[:4]]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for p in sorted(sample_photos.glob("*.jpg"))[:4]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "scores.json"
+    code = main(["--model", model, "--dataset", str(tmp_path / "pairs.jsonl"), "--split", "dev",
+                 "--tokenizer", "simple", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 4
+    scores = next(iter(result["scores"].values()))
+    assert 0.0 <= scores["BLEU-4"] <= 1.0 and "CIDEr" in scores
+    assert "BLEU-4" in capsys.readouterr().out
+
+
+def test_run_scored_on_its_own_validation_images(tmp_path):
+    from altbeam.model.data.feature_records import load_split
+    from altbeam.model.training.train import carve_validation
+    from tests.support.fake_runs import fake_run, write_feature_shard
+    run = fake_run(tmp_path / "run", 1)
+    feats = str(tmp_path / "features")
+    write_feature_shard(feats, "train", [[f"a dog number {k}", "a dog"] for k in range(30)])
+    out = tmp_path / "val.json"
+    assert main(["--run", run, "--features", feats, "--split", "val",
+                 "--tokenizer", "simple", "--out", str(out)]) == 0
+    report = json.load(open(out))
+    # 30 training images: a fifth (6) are the validation set, chosen by the run's seed.
+    expected = carve_validation(load_split(feats, "train"), 6, 1)[1].image_ids
+    assert report["images"] == 6 and sorted(report["examples"]) == sorted(expected)
+    assert list(report["scores"]) == ["decoder (beam 3, alpha 0)"]  # no baselines on val
+    # A run initialised with another seed but the same split seed holds out the same images.
+    other = fake_run(tmp_path / "other", 5, split_seed=1)
+    assert main(["--run", other, "--features", feats, "--split", "val", "--tokenizer",
+                 "simple", "--out", str(out)]) == 0
+    assert sorted(json.load(open(out))["examples"]) == sorted(expected)
+    moved = fake_run(tmp_path / "moved", 1, split_seed=4)
+    assert main(["--run", moved, "--features", feats, "--split", "val", "--tokenizer",
+                 "simple", "--out", str(out)]) == 0
+    assert sorted(json.load(open(out))["examples"]) != sorted(expected)

@@ -8,8 +8,10 @@ Handles both layouts ``torch.save`` has used:
 * zip (torch >= 1.6): ``<root>/data.pkl`` plus one ``<root>/data/<key>`` member
   per storage.
 
-Only the handful of globals a state dict needs are resolved; anything else in the
-pickle is refused, so a hostile file cannot run code through this reader.
+Every pickle in the file (each one of the legacy stream, or the zip's data.pkl) goes
+through one restricted unpickler: only the handful of globals a state dict needs are
+resolved, anything else is refused, so a hostile file cannot run code through this
+reader.
 """
 
 from __future__ import annotations
@@ -99,7 +101,12 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
 
 
 class _StateDictUnpickler(pickle.Unpickler):
-    """Resolves only the globals a state dict uses; storages come via persistent ids."""
+    """The one unpickler for every pickle in a ``.pth`` file, in both layouts.
+
+    It resolves only the globals a state dict uses: tensors are rebuilt by the local
+    stand-ins below and storages arrive through persistent ids. Any other global (the
+    only way a pickle can call code) is refused before it is looked up.
+    """
 
     _ALLOWED = {
         ("collections", "OrderedDict"): collections.OrderedDict,
@@ -108,7 +115,7 @@ class _StateDictUnpickler(pickle.Unpickler):
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     }
 
-    def __init__(self, file, load_storage):
+    def __init__(self, file, load_storage=None):
         super().__init__(file)
         self._load_storage = load_storage
 
@@ -117,12 +124,20 @@ class _StateDictUnpickler(pickle.Unpickler):
             return self._ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        raise pickle.UnpicklingError(f"refusing unexpected global {module}.{name}")
+        # Reached before the global is imported or called: nothing it names runs.
+        raise pickle.UnpicklingError(f"refusing unexpected global {module}.{name} "
+                                     "(a weights file needs only tensors; this could run code)")
 
     def persistent_load(self, pid):
-        if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
+        if (self._load_storage is None or not isinstance(pid, tuple) or not pid
+                or pid[0] != "storage"):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         return self._load_storage(pid)
+
+
+def _load_pickle(f, load_storage=None):
+    """The next pickle in ``f``; storages only where ``load_storage`` is given."""
+    return _StateDictUnpickler(f, load_storage).load()
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -156,12 +171,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _read_legacy(blob: bytes):
     f = io.BytesIO(blob)
-    magic = pickle.load(f)
-    if magic != _LEGACY_MAGIC:
+    if _load_pickle(f) != _LEGACY_MAGIC:
         raise ValueError("pickle without the PyTorch magic number")
-    if pickle.load(f) != _LEGACY_PROTOCOL:
+    if _load_pickle(f) != _LEGACY_PROTOCOL:
         raise ValueError("unsupported legacy protocol version")
-    sys_info = pickle.load(f)
+    sys_info = _load_pickle(f)
     if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
         raise ValueError("big-endian files are not supported")
 
@@ -183,8 +197,8 @@ def _read_legacy(blob: bytes):
         views.append((view, storages[key], int(offset)))
         return view
 
-    obj = _StateDictUnpickler(f, load_storage).load()
-    keys = pickle.load(f)
+    obj = _load_pickle(f, load_storage)
+    keys = _load_pickle(f)
     if not isinstance(keys, list):
         raise ValueError("missing storage key list")
     for key in keys:
@@ -222,7 +236,7 @@ def _read_zip(blob: bytes):
         storage.data = np.frombuffer(raw, dtype=dtype, count=storage.numel)
         return storage
 
-    return _StateDictUnpickler(io.BytesIO(archive.read(pkl_names[0])), load_storage).load()
+    return _load_pickle(io.BytesIO(archive.read(pkl_names[0])), load_storage)
 
 
 def _as_state_dict(obj) -> dict[str, np.ndarray]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import collections
 import io
+import os
 import pickle
 import struct
 import sys
@@ -56,8 +58,16 @@ def fake_torch_names(monkeypatch):
     return torch_mod
 
 
-def write_legacy_pth(path, state: dict, storages: list[_Storage], torch_mod) -> None:
-    """Writes the pre-1.6 ``torch.save`` layout: 5 pickles, then raw storage bytes."""
+LEGACY_HEADERS = {"magic": 0x1950A86A20F9469CFC6C, "protocol": 1001,
+                  "sys_info": {"little_endian": True}}
+
+
+def write_legacy_pth(path, state: dict, storages: list[_Storage], torch_mod,
+                     headers: dict = LEGACY_HEADERS, keys=None) -> None:
+    """Writes the pre-1.6 ``torch.save`` layout: 5 pickles, then raw storage bytes.
+
+    ``headers`` and ``keys`` replace the first three pickles and the storage key list.
+    """
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
@@ -66,10 +76,10 @@ def write_legacy_pth(path, state: dict, storages: list[_Storage], torch_mod) -> 
             return None
 
     buf = io.BytesIO()
-    for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+    for header in headers.values():
         pickle.dump(header, buf, protocol=2)
     Pickler(buf, protocol=2).dump(state)
-    pickle.dump([s.key for s in storages], buf, protocol=2)
+    pickle.dump([s.key for s in storages] if keys is None else keys, buf, protocol=2)
     for s in storages:
         buf.write(struct.pack("<q", s.data.size))
         buf.write(s.data.astype("<f4").tobytes())
@@ -181,10 +191,15 @@ def test_pickle_without_tensors_is_refused(tmp_path, fake_torch_names):
         read_state_dict(path)
 
 
-def test_plain_pickle_is_refused(tmp_path):
+@pytest.mark.parametrize("content, reason", [
+    ({"a": [0.0, 0.0]}, "magic number"),
+    # Even NumPy's own array rebuilder is a global a weights file has no business calling.
+    ({"a": np.zeros(3)}, r"refusing unexpected global numpy\S*\._reconstruct"),
+])
+def test_plain_pickle_is_refused(tmp_path, content, reason):
     path = tmp_path / "plain.pkl"
-    path.write_bytes(pickle.dumps({"a": np.zeros(3)}, protocol=2))
-    with pytest.raises(PthFormatError, match=r"plain\.pkl.*magic number"):
+    path.write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(PthFormatError, match=rf"plain\.pkl.*{reason}"):
         read_state_dict(path)
 
 
@@ -198,3 +213,66 @@ def test_pickle_calling_arbitrary_globals_is_refused(tmp_path, fake_torch_names)
     write_legacy_pth(path, {"x": _RunsCode()}, [], fake_torch_names)
     with pytest.raises(PthFormatError, match=r"hostile\.pth.*refusing unexpected global \w*builtin\w*\.print"):
         read_state_dict(path)
+
+
+
+# --- booby-trapped files: every pickle of both layouts goes through the restricted one --
+
+class _Trap:
+    """Unpickling it calls ``func(arg)``; with plain ``pickle`` that creates the marker."""
+
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return (self.func, (self.arg,))
+
+
+def make_trap(kind: str, marker) -> _Trap:
+    if kind == "os.system":
+        return _Trap(os.system, f"touch '{marker}'")
+    return _Trap(builtins.exec, f"open({str(marker)!r}, 'w').close()")
+
+
+# Protocol 2 writes the builtins module under its Python 2 name, ``__builtin__``.
+TRAPS = {"os.system": rf"{os.system.__module__}\.system", "builtins.exec": r"\w*builtin\w*\.exec"}
+
+
+@pytest.mark.parametrize("kind", TRAPS)
+def test_the_traps_are_live(tmp_path, kind):
+    """The payloads below really run code when unpickled without restriction."""
+    marker = tmp_path / "pwned"
+    pickle.loads(pickle.dumps(make_trap(kind, marker), protocol=2))
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", TRAPS)
+@pytest.mark.parametrize("trapped", [*LEGACY_HEADERS, "keys"])
+def test_legacy_file_with_a_trapped_pickle_is_refused(tmp_path, fake_torch_names, kind,
+                                                      trapped):
+    """Whichever pickle of the legacy stream carries the payload, it never runs."""
+    marker, path = tmp_path / "pwned", tmp_path / f"trapped_{trapped}.pth"
+    trap = make_trap(kind, marker)
+    storage = _Storage("0", np.arange(3, dtype=np.float32))
+    headers = {name: trap if name == trapped else value
+               for name, value in LEGACY_HEADERS.items()}
+    write_legacy_pth(path, {"w": _Tensor(storage, 0, (3,), (1,))}, [storage],
+                     fake_torch_names, headers=headers,
+                     keys=trap if trapped == "keys" else None)
+    with pytest.raises(PthFormatError,
+                       match=rf"trapped_{trapped}\.pth.*refusing unexpected global {TRAPS[kind]}"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", TRAPS)
+def test_zip_file_with_a_trapped_data_pkl_is_refused(tmp_path, fake_torch_names, kind):
+    marker, path = tmp_path / "pwned", tmp_path / "trapped_zip.pth"
+    storage = _Storage("0", np.arange(3, dtype=np.float32))
+    state = collections.OrderedDict(w=_Tensor(storage, 0, (3,), (1,)),
+                                    x=make_trap(kind, marker))
+    write_zip_pth(path, state, [storage], fake_torch_names)
+    with pytest.raises(PthFormatError,
+                       match=rf"trapped_zip\.pth.*refusing unexpected global {TRAPS[kind]}"):
+        read_state_dict(path)
+    assert not marker.exists()

@@ -5,7 +5,7 @@
 # Build from the repository root:
 #   docker build -f deploy/flex_template.Dockerfile -t REGION-docker.pkg.dev/PROJECT/altbeam/launcher:TAG .
 # The launcher's Python (3.11) and Beam (2.77.0) must equal the worker image's:
-# tests/test_dataflow.py checks both Dockerfiles against setup.py.
+# tests/system/test_dataflow.py checks both Dockerfiles against constraints.txt.
 
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base
 
@@ -19,12 +19,12 @@ RUN pip install --no-cache-dir \
       "tensorflow==${TF_VERSION}"
 
 WORKDIR /template
-COPY setup.py ./
+COPY setup.py pyproject.toml constraints.txt README.md ./
 COPY schemas ./schemas
 COPY model ./model
 COPY pipelines ./pipelines
 COPY deploy/flex_main.py ./flex_main.py
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir -c constraints.txt . \
  && python -c "import apache_beam; assert apache_beam.__version__ == '${BEAM_VERSION}'"
 
 # The package is installed in both images, so neither a requirements file nor a

@@ -10,7 +10,7 @@
 # Beam SDK harness below is built for (a worker's Python minor version must match the
 # launcher's); `tensorflow[and-cuda]` brings CUDA 12 and cuDNN 9 as pip wheels, and
 # Dataflow mounts the NVIDIA driver itself (worker_accelerator=...;install-nvidia-driver).
-# Versions below must match setup.py: tests/test_dataflow.py checks them.
+# Versions below must match constraints.txt: tests/system/test_dataflow.py checks them.
 
 FROM apache/beam_python3.11_sdk:2.77.0 AS beam_sdk
 
@@ -33,13 +33,14 @@ RUN pip install --no-cache-dir \
       "tensorflow[and-cuda]==${TF_VERSION}"
 
 WORKDIR /opt/altbeam
-COPY setup.py ./
+COPY setup.py pyproject.toml constraints.txt README.md ./
 COPY schemas ./schemas
 COPY model ./model
 COPY pipelines ./pipelines
-# Installs the remaining install_requires (pyarrow, pillow, duckdb, PyExifTool, ...);
+# Installs the remaining dependencies (pyarrow, pillow, duckdb, ...) at the tested
+# versions (constraints.txt);
 # Beam and TensorFlow are already satisfied at the pinned versions above.
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir -c constraints.txt . \
  && python -c "import apache_beam, tensorflow as tf; \
 assert apache_beam.__version__ == '${BEAM_VERSION}', apache_beam.__version__; \
 assert tf.__version__ == '${TF_VERSION}', tf.__version__; \

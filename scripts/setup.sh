@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shared set-up for the README's two commands: a virtualenv in .venv with altbeam
 # installed (editable) and the Debian tools it drives. Idempotent: a second run only
-# checks, and re-installs Python packages only when setup.py changed.
+# checks, and re-installs Python packages only when the package definition changed
+# (pyproject.toml, setup.py, constraints.txt).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -42,7 +43,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv || { apt_install python3-venv && "$PYTHON" -m venv .venv; }
 fi
 STAMP=.venv/.altbeam-installed
-HASH="$(sha256sum setup.py | cut -c1-16)"
+HASH="$(cat pyproject.toml setup.py constraints.txt | sha256sum | cut -c1-16)"
 MODE="${ALTBEAM_SETUP_EXTRAS:-run}"
 # A test install is a superset of a run install.
 if [ -f "$STAMP" ] && { grep -qx "$HASH-test" "$STAMP" || grep -qx "$HASH-$MODE" "$STAMP"; }; then
@@ -52,6 +53,7 @@ else
     [ "$MODE" = test ] && EXTRAS="train,test"
     say "installing altbeam[$EXTRAS] and its dependencies into .venv (first time: a few minutes)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+    # The exact tested set (constraints.txt), not whatever is newest today.
+    .venv/bin/python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
     echo "$HASH-$MODE" > "$STAMP"
 fi

@@ -10,7 +10,7 @@
   the staged ``pipeline.pb`` exactly as a worker would.
 * deploy/launch_dataflow.sh is run for real (its altbeam command swapped for a shim
   that builds and submits in template mode instead of waiting for a job).
-* The Dockerfiles copy only paths that exist and pin the versions setup.py pins.
+* The Dockerfiles copy only paths that exist and pin the versions constraints.txt pins.
 
 The multi_processing DirectRunner run (DoFns crossing process boundaries) is
 tests/test_caption.py::test_multi_processing_runner; it is not repeated here.
@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import tomllib
 
 import apache_beam as beam
 import pytest
@@ -244,12 +245,14 @@ def test_launch_script_submits_a_gpu_job(gcs_bucket, gcs_model, tmp_path):
     assert no_env.returncode == 2 and "set PROJECT" in no_env.stderr and "IMAGE" in no_env.stderr
 
 
-# --- Dockerfiles against the repository and setup.py -----------------------------------
+# --- Dockerfiles against the repository and constraints.txt --------------------------------
 
 def setup_pins() -> dict[str, str]:
-    text = (REPO / "setup.py").read_text()
-    pins = dict(re.findall(r'"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([0-9.]+)"', text))
-    python = re.search(r'python_requires="\s*>=\s*([0-9]+\.[0-9]+)', text).group(1)
+    """The tested versions (constraints.txt) and the Python that pyproject.toml requires."""
+    text = (REPO / "constraints.txt").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([0-9.]+)$", text, re.M))
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    python = re.fullmatch(r">=\s*([0-9]+\.[0-9]+)", project["requires-python"]).group(1)
     return {"beam": pins["apache-beam"], "tf": pins["tensorflow"], "python": python}
 
 

@@ -1,4 +1,21 @@
-"""Read the encoder-feature TFRecord shards written by `altbeam features` (tf.data only)."""
+"""The encoder-feature TFRecord format: written by `altbeam features`, read by training.
+
+Each ``tf.train.Example``:
+
+===============  ==========  ==================================================
+key              type        value
+===============  ==========  ==================================================
+image_id         bytes       dataset image id (e.g. Flickr8k file name)
+split            bytes       dataset split (train / dev / ...)
+features         bytes       float16 little-endian [grid*grid, channels], raw
+grid, channels   int64       shape of ``features``
+encoder          bytes       encoder name (lite0, lite2, ...)
+image_size       int64       encoder input size S (pixels, square)
+captions         bytes list  the image's reference captions (raw text)
+===============  ==========  ==================================================
+
+Shards: ``OUT/<split>/features-SSSSS-of-NNNNN.tfrecord`` (`shard_pattern`).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -26,6 +43,35 @@ class FeatureSet:
                           [self.captions[i] for i in index], self.encoder, self.image_size)
 
 
+def feature_example(image_id: str, split: str, grid: np.ndarray, encoder: str,
+                    image_size: int, captions: list[str]) -> bytes:
+    """One image's serialized record; ``grid``: the encoder output [g, g, channels]."""
+    g, _, channels = grid.shape
+    feats = grid.reshape(g * g, channels).astype("<f2")
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image_id": _bytes([image_id.encode()]),
+        "split": _bytes([split.encode()]),
+        "features": _bytes([feats.tobytes()]),
+        "grid": _int64([g]), "channels": _int64([channels]),
+        "encoder": _bytes([encoder.encode()]),
+        "image_size": _int64([image_size]),
+        "captions": _bytes([c.encode() for c in captions]),
+    })).SerializeToString()
+
+
+def _bytes(values):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def _int64(values):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def shard_prefix(features_dir: str, split: str) -> str:
+    """Shards of a split are ``<prefix>-SSSSS-of-NNNNN.tfrecord``."""
+    return f"{features_dir.rstrip('/')}/{split}/features"
+
+
 _SPEC = {
     "image_id": tf.io.FixedLenFeature([], tf.string),
     "features": tf.io.FixedLenFeature([], tf.string),
@@ -39,7 +85,7 @@ _SPEC = {
 
 def load_split(features_dir: str, split: str, limit: int | None = None) -> FeatureSet:
     """All examples of one split, sorted by image id (so runs are reproducible)."""
-    pattern = f"{features_dir.rstrip('/')}/{split}/features-*.tfrecord"
+    pattern = f"{shard_prefix(features_dir, split)}-*.tfrecord"
     files = tf.io.gfile.glob(pattern)
     if not files:
         raise FileNotFoundError(f"no feature shards match {pattern}: run `altbeam features` first")

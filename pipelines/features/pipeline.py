@@ -4,19 +4,8 @@ Training then reads these shards with ``tf.data`` and never touches pixels again
 so the CNN costs one pass over the data. Runs unchanged on DirectRunner or Dataflow
 (all unknown flags go to Beam's PipelineOptions).
 
-Each ``tf.train.Example``:
-
-===============  ==========  ==================================================
-key              type        value
-===============  ==========  ==================================================
-image_id         bytes       dataset image id (e.g. Flickr8k file name)
-split            bytes       dataset split (train / dev / ...)
-features         bytes       float16 little-endian [grid*grid, channels], raw
-grid, channels   int64       shape of ``features``
-encoder          bytes       encoder name (lite0, lite2, tiny)
-image_size       int64       encoder input size S (pixels, square)
-captions         bytes list  the image's reference captions (raw text)
-===============  ==========  ==================================================
+The record format (one ``tf.train.Example`` per image: features, grid, captions, ...)
+is defined, written and parsed in one place, ``altbeam.model.data.feature_records``.
 
 Shards: ``OUT/<split>/features-SSSSS-of-NNNNN.tfrecord`` plus ``OUT/features.json``
 (encoder name, image size, grid, channels, counts).
@@ -68,53 +57,28 @@ class EncodeBatch(beam.DoFn):
         self.encoder = load_encoder(self.encoder_name, self.weights)
 
     def process(self, batch):
-        import tensorflow as tf
+        from altbeam.model.data.feature_records import feature_example
         pixels = np.stack([p for _, p in batch]).astype(np.float32)
         grids = self.encoder(pixels, training=False).numpy()
         for (item, _), grid in zip(batch, grids):
-            g, _, ch = grid.shape
-            feats = grid.reshape(g * g, ch).astype("<f2")
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "image_id": _bytes([item["image_id"].encode()]),
-                "split": _bytes([item["split"].encode()]),
-                "features": _bytes([feats.tobytes()]),
-                "grid": _int64([g]), "channels": _int64([ch]),
-                "encoder": _bytes([self.encoder_name.encode()]),
-                "image_size": _int64([self.image_size]),
-                "captions": _bytes([c.encode() for c in item["captions"]]),
-            }))
             self.encoded.inc()
-            yield item["split"], example.SerializeToString()
-
-
-def _bytes(values):
-    import tensorflow as tf
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
-
-def _int64(values):
-    import tensorflow as tf
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+            yield item["split"], feature_example(
+                item["image_id"], item["split"], grid, self.encoder_name, self.image_size,
+                item["captions"])
 
 
 def encoder_spec(name: str):
-    """(image_size, grid, channels) of an encoder; "tiny" is the random test encoder."""
-    if name == "tiny":
-        from altbeam.model.tiny import tiny_config
-        c = tiny_config()
-        return c.image_size, c.grid, c.feature_channels
-    from altbeam.model.nets.encoder import ENCODERS
-    if name not in ENCODERS:
-        raise SystemExit(f"altbeam features: unknown encoder {name!r}; choose from "
-                         f"{sorted(ENCODERS)}")
-    spec = ENCODERS[name]
+    """(image_size, grid, channels) of an encoder the model package knows (built in or
+    registered, see altbeam.model.nets.encoder.register_encoder)."""
+    from altbeam.model.nets import encoder
+    try:
+        spec = encoder.encoder_spec(name)
+    except ValueError as e:
+        raise SystemExit(f"altbeam features: {e}") from None
     return spec.image_size, spec.grid, spec.channels
 
 
 def load_encoder(name: str, weights: str | None):
-    if name == "tiny":
-        from altbeam.model.tiny import TinyEncoder, tiny_config
-        return TinyEncoder(tiny_config().feature_channels)
     from altbeam.model.nets.encoder import build_encoder
     return build_encoder(name, weights=weights)
 
@@ -122,6 +86,7 @@ def load_encoder(name: str, weights: str | None):
 def build(p, items: list[dict], out: str, splits: list[str], encoder: str = "lite0",
           weights: str | None = "imagenet", batch_size: int = 32, num_shards: int = 4):
     """Add the feature job to pipeline ``p``; ``items`` are CaptionedImage dicts."""
+    from altbeam.model.data.feature_records import shard_prefix
     size = encoder_spec(encoder)[0]
     encoded = (
         p
@@ -135,7 +100,7 @@ def build(p, items: list[dict], out: str, splits: list[str], encoder: str = "lit
          | f"Only{split.title()}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
          | f"Values{split.title()}" >> beam.Values()
          | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
-             f"{out.rstrip('/')}/{split}/features", file_name_suffix=".tfrecord",
+             shard_prefix(out, split), file_name_suffix=".tfrecord",
              num_shards=num_shards))
     return encoded
 

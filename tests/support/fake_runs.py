@@ -9,9 +9,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from altbeam.model.data.feature_records import feature_example, shard_prefix
 from altbeam.model.data.vocab import SPECIALS, Vocabulary
 from altbeam.model.nets.decoder import CaptionDecoder
-from altbeam.model.tiny import TINY_WORDS, tiny_config
+from tests.support.tiny import TINY_ENCODER, TINY_WORDS, tiny_config
 
 
 def tiny_decoder(seed: int, **overrides) -> CaptionDecoder:
@@ -38,14 +39,8 @@ def write_feature_shard(folder: str, split: str, captions: list[list[str]], grid
     """One shard of random float16 features, one example per entry of ``captions``."""
     os.makedirs(os.path.join(folder, split), exist_ok=True)
     rng = np.random.default_rng(seed)
-    b = lambda v: tf.train.Feature(bytes_list=tf.train.BytesList(value=v))  # noqa: E731
-    i = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=v))  # noqa: E731
-    path = os.path.join(folder, split, "features-00000-of-00001.tfrecord")
+    path = f"{shard_prefix(folder, split)}-00000-of-00001.tfrecord"
     with tf.io.TFRecordWriter(path) as w:
         for k, caps in enumerate(captions):
-            feats = rng.normal(size=(grid * grid, channels)).astype("<f2")
-            w.write(tf.train.Example(features=tf.train.Features(feature={
-                "image_id": b([f"img{k:03d}".encode()]), "features": b([feats.tobytes()]),
-                "grid": i([grid]), "channels": i([channels]), "encoder": b([b"tiny"]),
-                "image_size": i([32]),
-                "captions": b([c.encode() for c in caps])})).SerializeToString())
+            grid_features = rng.normal(size=(grid, grid, channels))
+            w.write(feature_example(f"img{k:03d}", split, grid_features, TINY_ENCODER, 32, caps))

@@ -207,7 +207,7 @@ def make_tiny_run(run_dir: str) -> str:
 
     from altbeam.model.data.vocab import SPECIALS, Vocabulary
     from altbeam.model.nets.decoder import CaptionDecoder
-    from altbeam.model.tiny import TINY_WORDS, tiny_config
+    from tests.support.tiny import TINY_WORDS, tiny_config
 
     os.makedirs(run_dir, exist_ok=True)
     config = tiny_config()

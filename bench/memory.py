@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     runs = []
     try:
         if args.tiny:
-            from altbeam.model.tiny import export_tiny_model
+            from tests.support.tiny import export_tiny_model
 
             model_dir = export_tiny_model(str(work / "tiny-model"))
             source = "tiny random model"

@@ -25,7 +25,7 @@ if [[ -n "${TINY:-}" ]]; then
   MEMORY_SOURCE=(--tiny)
   tiny_dir=$(mktemp -d)
   trap 'rm -rf "$tiny_dir"' EXIT
-  "$PY" -c "import sys; from altbeam.model.tiny import export_tiny_model; export_tiny_model(sys.argv[1])" \
+  "$PY" -c "import sys; from tests.support.tiny import export_tiny_model; export_tiny_model(sys.argv[1])" \
     "$tiny_dir/model" 2>/dev/null
   MODEL=$tiny_dir/model
   IMAGES=8; MEMORY_COUNTS=8,32

@@ -9,7 +9,8 @@ import json
 class ModelConfig:
     """Architecture, decoding and training settings (saved beside every checkpoint)."""
 
-    # Encoder: a key of model.encoder.ENCODERS ("lite0", "lite2") or "tiny" (tests).
+    # Encoder: a name model/nets/encoder.py knows ("lite0", "lite2", or one registered
+    # with register_encoder, such as the tests' "tiny").
     encoder: str = "lite0"
     image_size: int = 224
     feature_channels: int = 1280

@@ -12,6 +12,14 @@ The architecture mirrors the reference ``efficientnet_lite_pytorch`` package
 * "same" padding as TensorFlow computes it (the extra row/column of an odd total
   goes at the bottom/right). The reference pads exactly so (its
   ``Conv2dStaticSamePadding``), so Keras ``padding="same"`` matches it.
+
+Other encoders plug in with `register_encoder` (an `EncoderSpec` whose ``build`` makes
+the model); `encoder_spec` and `build_encoder` find built-in and registered ones
+alike, so `altbeam features` and `altbeam export` need no special cases. A process
+that did not import the registering module itself (a Beam worker, a CLI started by
+a test) names it in the ``ALTBEAM_PLUGINS`` environment variable (comma-separated
+module names, e.g. ``ALTBEAM_PLUGINS=tests.support.tiny``): an unknown name imports
+those modules once and looks again.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import importlib.util
 import json
 import math
 import os
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -34,7 +43,9 @@ __all__ = [
     "EncoderSpec",
     "build_classifier",
     "build_encoder",
+    "encoder_spec",
     "imagenet_labels",
+    "register_encoder",
     "weights_path",
 ]
 
@@ -45,6 +56,8 @@ class EncoderSpec:
     image_size: int  # input is [N, image_size, image_size, 3] float32 pixels 0..255
     channels: int  # feature channels of the output grid
     grid: int  # output grid is [N, grid, grid, channels]
+    # Registered encoders: (weights, seed) -> a callable pixels -> grid (as build_encoder).
+    build: Callable | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 ENCODERS: dict[str, EncoderSpec] = {
@@ -57,6 +70,35 @@ KERAS_BACKBONES: dict[str, EncoderSpec] = {
     "inception_v3": EncoderSpec("inception_v3", 299, 2048, 8),
     "resnet50": EncoderSpec("resnet50", 224, 2048, 7),
 }
+
+# Encoders added with register_encoder (kept apart: ENCODERS lists the Lite models).
+_REGISTERED: dict[str, EncoderSpec] = {}
+PLUGINS_ENV = "ALTBEAM_PLUGINS"
+
+
+def register_encoder(spec: EncoderSpec) -> None:
+    """Make ``spec.name`` usable wherever an encoder is named (features, export)."""
+    if spec.build is None:
+        raise ValueError(f"encoder {spec.name!r}: a registered EncoderSpec needs build")
+    _REGISTERED[spec.name] = spec
+
+
+def _load_plugins() -> None:
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(module)
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """The spec of a built-in or registered encoder; ValueError naming the known ones."""
+    for table in (ENCODERS, KERAS_BACKBONES, _REGISTERED):
+        if name in table:
+            return table[name]
+    _load_plugins()
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    known = sorted({*ENCODERS, *KERAS_BACKBONES, *_REGISTERED})
+    raise ValueError(f"unknown encoder {name!r}; choose from {known}")
+
 
 # (width, depth) multipliers, from efficientnet_lite_pytorch.utils.efficientnet_params.
 _LITE_COEFFS = {"lite0": (1.0, 1.0), "lite2": (1.1, 1.2)}
@@ -225,17 +267,20 @@ def _build_keras_backbone(name: str, weights: str | None) -> keras.Model:
     return keras.Model(pixels, base.output, name=f"{name}_encoder")
 
 
-def build_encoder(name: str = "lite0", weights: str | None = "imagenet") -> keras.Model:
+def build_encoder(name: str = "lite0", weights: str | None = "imagenet", seed: int = 0):
     """Encoder: float32 pixels ``[N, S, S, 3]`` in 0..255 -> feature grid ``[N, g, g, C]``.
 
     ``weights``: ``"imagenet"`` (the installed weight package), a path to a ``.pth``
     file, or ``None`` for random initialisation. Sizes are in ``ENCODERS[name]``.
     For ``KERAS_BACKBONES`` names, ``weights`` goes to ``keras.applications``
     (``"imagenet"`` downloads; a local ``.h5``/``.keras`` path works offline).
+    Registered encoders get ``weights`` and ``seed`` (random-weight ones use the seed).
     """
     if name in KERAS_BACKBONES:
         return _build_keras_backbone(name, weights)
-    return _build(name, weights, classifier=False)
+    if name in ENCODERS:
+        return _build(name, weights, classifier=False)
+    return encoder_spec(name).build(weights, seed)
 
 
 def build_classifier(name: str = "lite0", weights: str | None = "imagenet") -> keras.Model:

@@ -26,11 +26,9 @@ WEIGHT_FORMATS = {
 
 
 def build_encoder_for(config, weights: str | None = "imagenet"):
-    if config.encoder == "tiny":
-        from altbeam.model.tiny import TinyEncoder
-        return TinyEncoder(config.feature_channels, config.seed)
+    """The encoder a run was trained on (built in or registered; seeded like the run)."""
     from altbeam.model.nets.encoder import build_encoder
-    return build_encoder(config.encoder, weights=weights)
+    return build_encoder(config.encoder, weights=weights, seed=config.seed)
 
 
 def export(run_dir: str | list[str], out: str, beam_width: int | None = None,

@@ -2,7 +2,7 @@
 
 It is not a captioner: it maps the mean colour of each image to K fixed-vocabulary
 phrases. It exists so pipeline tests need neither training nor the real encoder;
-`model/tiny.py` provides the real architecture with random weights.
+`tests/support/tiny.py` provides the real architecture with random weights.
 """
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ def test_decoder_from_savedmodel_restores_the_weights(tmp_path):
     import vs_tutorial_loop as vt
 
     from altbeam.model.nets.decoder import CaptionDecoder
-    from altbeam.model.tiny import TINY_WORDS, export_tiny_model, tiny_config
+    from tests.support.tiny import TINY_WORDS, export_tiny_model, tiny_config
 
     model_dir = export_tiny_model(str(tmp_path / "tiny"))
     config = bc.config_from_card(bc.read_card(model_dir))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,9 +13,13 @@ from PIL import Image
 
 from altbeam.model.nets.encoder import (
     ENCODERS,
+    PLUGINS_ENV,
+    EncoderSpec,
     build_classifier,
     build_encoder,
+    encoder_spec,
     imagenet_labels,
+    register_encoder,
     weights_path,
 )
 from altbeam.model.nets.pth_reader import PthFormatError
@@ -135,3 +143,37 @@ def test_saved_in_tf_module_reloads_with_identical_outputs(tmp_path, sample_phot
     after = reloaded.features(tf.constant(images)).numpy()
     np.testing.assert_array_equal(before, after)
     np.testing.assert_allclose(before, encoder(images, training=False).numpy(), atol=1e-4)
+
+
+def test_registered_encoders_are_found_and_built_by_name():
+    from tests.support.tiny import TINY_ENCODER, TinyEncoder
+
+    spec = encoder_spec(TINY_ENCODER)
+    assert (spec.image_size, spec.grid, spec.channels) == (32, 4, 16)
+    assert encoder_spec("lite0") == ENCODERS["lite0"]
+    grid = build_encoder(TINY_ENCODER, weights=None, seed=3)(tf.zeros([1, 32, 32, 3]))
+    assert isinstance(build_encoder(TINY_ENCODER), TinyEncoder)
+    assert grid.shape == (1, spec.grid, spec.grid, spec.channels)
+    with pytest.raises(ValueError, match="unknown encoder 'nope'.*'lite0'.*'tiny'"):
+        encoder_spec("nope")
+    with pytest.raises(ValueError, match="needs build"):
+        register_encoder(EncoderSpec("bare", 8, 1, 1))
+
+
+def test_a_child_process_finds_a_plugin_encoder_through_the_environment():
+    """A process that never imported tests.support.tiny (a CLI run by a test) finds the
+    encoder when ALTBEAM_PLUGINS names the registering module, and only then."""
+    from tests.support.paths import REPO
+    from tests.support.tiny import plugin_env
+
+    code = ("from altbeam.model.nets.encoder import encoder_spec; "
+            "s = encoder_spec('tiny'); print(s.name, s.image_size, s.grid, s.channels)")
+    env = plugin_env({k: v for k, v in os.environ.items() if k != PLUGINS_ENV})
+    found = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == ["tiny", "32", "4", "16"]
+    env.pop(PLUGINS_ENV)
+    missing = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "unknown encoder 'tiny'" in missing.stderr

@@ -12,8 +12,8 @@ from altbeam.model.evaluation.evaluate import main as evaluate_main
 from altbeam.model.nets.ensemble import DecoderEnsemble, load_runs
 from altbeam.model.serving.beam_search import beam_search
 from altbeam.model.serving.export import build_encoder_for, export
-from altbeam.model.tiny import TINY_WORDS
 from tests.support.fake_runs import fake_run, tiny_decoder, write_feature_shard
+from tests.support.tiny import TINY_WORDS
 
 
 def _features(n=3, seed=0):

@@ -10,7 +10,7 @@ import tensorflow as tf
 from altbeam.model.data.vocab import END_ID, PAD_ID, START_ID
 from altbeam.model.nets.decoder import CaptionDecoder
 from altbeam.model.serving.beam_search import beam_search, tokens_to_text
-from altbeam.model.tiny import tiny_config
+from tests.support.tiny import tiny_config
 
 WORD_IDS = [3, 4, 5, 6]  # <unk> and three words: what a live beam may emit besides <end>
 

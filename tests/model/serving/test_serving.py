@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from altbeam.model.nets.decoder import Int8Weight
 from altbeam.model.serving.captioner import Captioner
-from altbeam.model.tiny import build_tiny_captioner
+from tests.support.tiny import build_tiny_captioner
 
 
 @pytest.fixture(scope="module")

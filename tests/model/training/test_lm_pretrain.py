@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from altbeam.model.data.vocab import SPECIALS, Vocabulary
 from altbeam.model.serving.export import export
-from altbeam.model.tiny import TINY_WORDS
 from altbeam.model.training.lm_pretrain import (
     image_keys,
     lm_captions,
@@ -19,6 +18,7 @@ from altbeam.model.training.lm_pretrain import (
 )
 from altbeam.model.training.train import main as train_main
 from tests.support.fake_runs import tiny_decoder, write_feature_shard
+from tests.support.tiny import TINY_WORDS
 
 
 def test_a_flickr_photo_is_known_by_name_and_photo_id():

@@ -15,6 +15,7 @@ from altbeam.model.data.vocab import Vocabulary
 from altbeam.model.serving.export import export
 from altbeam.model.training.train import ModelConfig, load_glove, train
 from altbeam.pipelines.features.pipeline import build as build_features
+from tests.support.tiny import TINY_ENCODER
 
 CAPTIONS = ["a dog runs on the grass", "a man rides a bike on the street",
             "two cats sit on a red sofa", "a boat on the blue water"]
@@ -30,7 +31,7 @@ def features_dir(tmp_path_factory, sample_photos):
     items.append({"image_id": "missing.jpg", "path": str(sample_photos / "missing.jpg"),
                   "split": "train", "captions": ["nothing"]})
     with BeamTestPipeline() as p:
-        build_features(p, items, out, ["train", "dev"], encoder="tiny", batch_size=4,
+        build_features(p, items, out, ["train", "dev"], encoder=TINY_ENCODER, batch_size=4,
                        num_shards=2)
     return out
 
@@ -85,7 +86,7 @@ def test_missing_features_folder_is_a_clear_error(tmp_path):
 
 def test_feature_job_is_a_named_beam_graph(tmp_path):
     p = beam.Pipeline()
-    build_features(p, [], str(tmp_path), ["train"], encoder="tiny")
+    build_features(p, [], str(tmp_path), ["train"], encoder=TINY_ENCODER)
     labels = {t.full_label for t in p._current_transform().parts}
     assert {"ListImages", "Decode", "Encode", "WriteTrain"} <= labels
 

@@ -25,7 +25,7 @@ MINI = re.compile(r'<img src="(data:image/jpeg;base64,[^"]+)" alt="attention for
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
-    from altbeam.model.tiny import export_tiny_model
+    from tests.support.tiny import export_tiny_model
 
     return export_tiny_model(str(tmp_path_factory.mktemp("models") / "tiny"))
 
@@ -134,7 +134,7 @@ def test_heatmap_budget_stops_the_model(photo_dir, tiny_model):
 
 
 def test_show_and_tell_model_has_no_maps_to_show(photo_dir, tmp_path):
-    from altbeam.model.tiny import export_tiny_model
+    from tests.support.tiny import export_tiny_model
 
     flat = AttentionModel.load(export_tiny_model(str(tmp_path / "st"), decoder="show_and_tell"))
     heats = make_heatmaps([str(p) for p in sorted(photo_dir.glob("*.jpg"))[:2]], flat)

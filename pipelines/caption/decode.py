@@ -9,13 +9,11 @@ file and the reason. What it does, in order:
 2. read the metadata: original size after EXIF orientation, EXIF DateTimeOriginal,
    Make/Model, ImageDescription, and XMP ``dc:description`` /
    ``Iptc4xmpCore:AltTextAccessibility`` parsed from the raw XMP packet (no exiftool);
-3. JPEG draft mode: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result is
-   still at least ``size`` on both sides, so a 12 MP photo is never fully decoded to
-   make a 260 px input;
-4. first frame only (animations), EXIF orientation applied, any mode to RGB
-   (alpha composited on white, 16-bit scaled down, CMYK/palette/greyscale converted);
-5. a plain resize to ``size`` x ``size`` (no crop: the model was trained on stretched
-   squares).
+3. the first frame (animations) becomes the model's input square through
+   ``altbeam.model.data.pixels.square_pixels``, the one preparation evaluation uses
+   too: JPEG draft scaling, EXIF orientation, any mode to RGB (alpha composited on
+   white, 16-bit scaled down, CMYK/palette/greyscale converted), a plain resize to
+   ``size`` x ``size``.
 
 The file itself is only read, never modified.
 """
@@ -36,15 +34,16 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from altbeam.model.data.pixels import ORIENTATION_TAG, square_pixels
 from altbeam.pipelines.runtime.progress import NAMESPACE, Tally
 
 # Pillow's own default bomb limit; the pipeline's --max-pixels flag overrides it.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 _EXIF_IFD = 0x8769
-_TAG_DESCRIPTION, _TAG_MAKE, _TAG_MODEL, _TAG_ORIENTATION = 270, 271, 272, 274
+_TAG_DESCRIPTION, _TAG_MAKE, _TAG_MODEL = 270, 271, 272
 _TAG_DATETIME_ORIGINAL, _TAG_DATETIME_DIGITIZED = 36867, 36868
 _XMP_TIFF_TAG = 700
 _NS = {
@@ -153,50 +152,16 @@ def _decode_opened(im: Image.Image, size: int, uri: str,
             f"declares {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{max_pixels:,} (--max-pixels); refused as a possible decompression bomb")
     exif = im.getexif()
-    orientation = exif.get(_TAG_ORIENTATION, 1)
+    orientation = exif.get(ORIENTATION_TAG, 1)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     metadata = ImageMetadata(width=width, height=height, format=im.format)
     _read_metadata(im, exif, metadata)
 
-    if im.format == "JPEG" and use_draft:
-        # libjpeg scales by 1/2..1/8 while decoding; it never goes below (size, size).
-        im.draft(None, (size, size))
-    im.load()
-    if orientation != 1:
-        im = ImageOps.exif_transpose(im)
-    rgb = to_rgb(im)
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    pixels = np.asarray(rgb, dtype=np.uint8)
+    pixels = square_pixels(im, size, use_draft)
     if pixels.shape != (size, size, 3):  # defensive: the model contract needs exactly this
         raise ImageDecodeError(uri, "bad_shape", f"decoded to shape {pixels.shape}")
     return DecodedImage(pixels=pixels, metadata=metadata)
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB; transparency is composited on white."""
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return Image.fromarray(_wide_to_uint8(np.asarray(im)), "L").convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
-def _wide_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """16-bit (or 32-bit int/float) greyscale to 8 bits, keeping the full range."""
-    arr = arr.astype(np.float64)
-    if arr.dtype.kind == "f" and arr.size and np.nanmax(arr) <= 1.0:
-        top = 1.0
-    else:
-        top = 65535.0 if arr.size == 0 or np.nanmax(arr) > 255 else 255.0
-    return np.clip(np.nan_to_num(arr) * (255.0 / top), 0, 255).round().astype(np.uint8)
 
 
 # --- metadata --------------------------------------------------------------------------

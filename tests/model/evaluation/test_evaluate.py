@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from altbeam.model.data.pixels import load_pixels
 from altbeam.model.evaluation.evaluate import format_table, main
@@ -18,6 +19,35 @@ def test_eval_pixels_match_the_pipeline_decoder(sample_photos, size):
         np.testing.assert_array_equal(load_pixels(str(photo), size), served)
 
 
+def _rgba_png(path):
+    """Half transparent red over half opaque blue: alpha must be composited on white."""
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[:, :30] = (220, 20, 20, 0)
+    rgba[:, 30:] = (20, 20, 220, 255)
+    Image.fromarray(rgba, "RGBA").save(path)
+
+
+def _grey16_png(path):
+    """A 16-bit greyscale ramp using the full 0..65535 range."""
+    ramp = np.tile(np.linspace(0, 65535, 50).astype(np.uint16), (30, 1))
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")   # really stored as 16-bit
+
+
+@pytest.mark.parametrize("write", [_rgba_png, _grey16_png], ids=["rgba", "grey16"])
+def test_eval_pixels_match_the_pipeline_for_alpha_and_16_bit(tmp_path, write):
+    path = tmp_path / "image.png"
+    write(path)
+    served = decode_image(path.read_bytes(), 32, str(path)).pixels
+    evaluated = load_pixels(str(path), 32)
+    np.testing.assert_array_equal(evaluated, served)
+    if write is _rgba_png:   # transparent left half on white, not the hidden red
+        assert (evaluated[:, :14] == 255).all() and evaluated[:, -14:, 2].min() > 200
+    else:                    # the full 16-bit range kept: black to white
+        assert evaluated[:, 0].max() < 10 and evaluated[:, -1].min() > 245
+
+
 def test_format_table_aligns_systems_and_metrics():
     text = format_table({"model": {"BLEU-4": 0.2, "CIDEr": 0.5}, "nn": {"BLEU-4": 0.1}})
     lines = text.splitlines()
@@ -26,7 +56,7 @@ def test_format_table_aligns_systems_and_metrics():
 
 
 def test_evaluate_cli_scores_an_exported_model(tmp_path, sample_photos, capsys):
-    from altbeam.model.tiny import export_tiny_model
+    from tests.support.tiny import export_tiny_model
     model = export_tiny_model(str(tmp_path / "tiny"))
     rows = [{"image": p.name, "caption": "a dog on the grass", "split": "dev"}
             for p in sorted(sample_photos.glob("*.jpg"))[:4]]

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
 from altbeam.pipelines.writeback.files import Annotator, WritebackOptions
 from altbeam.pipelines.writeback.rules import pixel_frames
 from altbeam.schemas import CATALOG_SCHEMA, WRITEBACK_SCHEMA
+from tests.support.kill_mid_run import count_changed, file_state, kill_mid_run, some_but_not_all
 from tests.support.paths import REPO
 
 pytest_plugins = ["tests.support.gcs_emulator"]
@@ -314,28 +314,31 @@ def test_failed_verification_restores_the_original(sample_photos, tmp_path):
 
 
 def test_kill_mid_run_leaves_files_whole(sample_photos, tmp_path):
-    folder = tmp_path / "photos"
-    paths = [photo(sample_photos, folder, f"{i:02d}.jpg", index=i % 18) for i in range(24)]
-    originals = {p: sha(p) for p in paths}
-    pixels = {p: pixel_frames(str(p)) for p in paths}
+    """SIGKILL a writeback after its first files: each file is whole, old or new.
+
+    200 files (about 10 ms each here) leave a window of seconds for the kill.
+    """
+    folder, n, at_least = tmp_path / "photos", 200, 5
+    originals = [photo(sample_photos, folder, f"src{i:02d}.jpg", index=i) for i in range(18)]
+    paths = [folder / f"{i:03d}.jpg" for i in range(n)]
+    for i, p in enumerate(paths):
+        shutil.copyfile(originals[i % 18], p)
+    for src in originals:
+        src.unlink()
+    pixels = [pixel_frames(str(p)) for p in paths[:18]]           # the rest are copies
+    hashes = {p: sha(p) for p in paths}
+    states = {p: file_state(p) for p in paths}
     cat = catalog(tmp_path, paths)
     proc = subprocess.Popen([sys.executable, "-m", "altbeam.pipelines.cli", "writeback", str(cat),
                              "--quiet", "--batch-size", "1"], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=REPO)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and sum(sha(p) != originals[p] for p in paths) < 3:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    written = 0
-    for p in paths:
-        if sha(p) == originals[p]:
-            continue
-        written += 1
+    kill_mid_run(proc, count_changed(states), at_least=at_least)
+    written = some_but_not_all([p for p in paths if sha(p) != hashes[p]], n, at_least)
+    assert not list((cat / "writeback").glob("run-*.parquet"))    # its log never finished
+    for p in written:
         assert tags(p)["XMP-iptcCore:AltTextAccessibility"] == CAPTION, p.name
-        assert pixel_frames(str(p)) == pixels[p]
-    assert 3 <= written < len(paths)
+        assert pixel_frames(str(p)) == pixels[paths.index(p) % 18]
 
 
 def test_caption_then_writeback_end_to_end(sample_photos, contract_model, tmp_path):

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     try:
         import tensorflow as tf
 
-        from altbeam.pipelines.caption.inference import LoadedModel
+        from altbeam.model.serving.saved_model import LoadedModel
 
         run_dir = bc.make_tiny_run(str(work / "tiny-run")) if args.tiny else args.run
         if run_dir:

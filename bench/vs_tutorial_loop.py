@@ -129,7 +129,7 @@ def decoder_from_savedmodel(model_dir: str, config):
 def savedmodel_rate(model_dir: str, files, size: int, batch: int) -> dict:
     import numpy as np
 
-    from altbeam.pipelines.caption.inference import LoadedModel
+    from altbeam.model.serving.saved_model import LoadedModel
 
     model = LoadedModel(model_dir, size)
     model.caption(np.stack(bc.decode_files(files[:min(batch, len(files))], size)))  # warm-up

@@ -24,16 +24,15 @@ METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 def caption_images(model_dir: str, paths: list[str], batch_size: int = 32,
                    progress: bool = True) -> list[str]:
-    """Best caption of each image file through the exported SavedModel."""
-    import tensorflow as tf
-
+    """Best caption of each image file through the exported SavedModel, its pixels
+    prepared exactly as the caption pipeline prepares them."""
     from altbeam.model.data.pixels import load_pixels
-    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
-    size = fn.structured_input_signature[1]["images"].shape[1]
+    from altbeam.model.serving.saved_model import LoadedModel, read_model_info
+    model = LoadedModel(model_dir, read_model_info(model_dir).image_size)
     out, start = [], time.time()
     for s in range(0, len(paths), batch_size):
-        batch = np.stack([load_pixels(p, size) for p in paths[s:s + batch_size]])
-        out += [c.decode() for c in fn(images=tf.constant(batch))["captions"][:, 0].numpy()]
+        batch = np.stack([load_pixels(p, model.image_size) for p in paths[s:s + batch_size]])
+        out += model.best_captions(batch)
         if progress:
             print(f"\r  captioned {len(out)}/{len(paths)} ({len(out) / (time.time() - start):.1f} "
                   "images/s)", end="", file=sys.stderr, flush=True)
@@ -138,6 +137,7 @@ def main(argv) -> int:
     else:
         from altbeam.model import DEFAULT_MODEL_DIR
         from altbeam.model.data.datasets import load_dataset
+        from altbeam.model.serving.saved_model import read_model_card
         model_dir = a.model or DEFAULT_MODEL_DIR
         if not a.dataset:
             ap.error("--dataset is required with --model")
@@ -147,7 +147,7 @@ def main(argv) -> int:
         items = items[: a.limit] if a.limit else items
         ids = [i.image_id for i in items]
         refs = {i.image_id: list(i.captions) for i in items}
-        card = json.load(open(os.path.join(model_dir, "model_card.json")))
+        card = read_model_card(model_dir)
         print(f"captioning {len(items)} images of {a.split} with {model_dir}", file=sys.stderr)
         systems["model " + str(card.get("version", ""))] = caption_images(
             model_dir, [i.path for i in items], a.batch_size)

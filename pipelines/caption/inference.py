@@ -2,10 +2,10 @@
 
 Beam's stock TensorFlow handler imports ``tensorflow_hub`` and loads models with
 ``tf.keras.models.load_model``, which rejects SavedModel folders under Keras 3, so
-`SavedModelHandler` is a small ModelHandler around ``tf.saved_model.load``. It speaks
-only the serving contract (DESIGN.md): ``serving_default(images=uint8[N,S,S,3]) ->
-{captions: string[N,K], scores: float32[N,K]}``. S, K and the model version are read
-from the model (``model_card.json`` and the signature), never hard-coded.
+`SavedModelHandler` is a small ModelHandler around the model package's one SavedModel
+loader (``altbeam.model.serving.saved_model``: the serving contract, S, K and version
+read from the model). Model folders and cards are read through Beam's FileSystems
+(`BEAM_STORAGE`), the job's own client and credentials, never TensorFlow's gs:// reader.
 
 Batches have a fixed size (``min_batch_size == max_batch_size``) so the accelerator
 sees steady shapes; the last batch of a bundle may be smaller.
@@ -13,13 +13,13 @@ sees steady shapes; the last batch of a bundle may be smaller.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import (
     KeyedModelHandler,
@@ -28,12 +28,14 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
+from altbeam.model.serving.saved_model import LoadedModel, ModelInfo
+from altbeam.model.serving.saved_model import read_model_info as read_info_through
 from altbeam.pipelines.caption.decode import StageError
-from altbeam.pipelines.runtime.model_fetch import localize_model
 from altbeam.pipelines.runtime.progress import NAMESPACE
 
 _LOG = logging.getLogger(__name__)
-SIGNATURE = "serving_default"
+__all__ = ["BEAM_STORAGE", "CaptionImages", "LoadedModel", "ModelInfo", "SavedModelHandler",
+           "read_model_info"]
 
 
 class _DropBeamMemoryWarning(logging.Filter):
@@ -48,93 +50,28 @@ class _DropBeamMemoryWarning(logging.Filter):
 logging.getLogger().addFilter(_DropBeamMemoryWarning())
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelInfo:
-    path: str
-    image_size: int          # S: the model takes S x S RGB images
-    beam_width: int          # K: captions per image
-    version: str             # recorded in every catalog row
-    name: str | None = None
+class BeamStorage:
+    """Model files through Beam's FileSystems (gs://, s3://, local; an emulator too)."""
+
+    def exists(self, path: str) -> bool:
+        return FileSystems.exists(path)
+
+    def open(self, path: str):
+        # UNCOMPRESSED: never let Beam gunzip a file because its name ends in .gz.
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+    def list_files(self, root: str) -> list[str]:
+        return [m.path for r in FileSystems.match([root.rstrip("/") + "/**"])
+                for m in r.metadata_list]
+
+
+BEAM_STORAGE = BeamStorage()
 
 
 def read_model_info(model_dir: str) -> ModelInfo:
-    """S, K and version from ``model_card.json``; S and K fall back to the signature.
-
-    The card is read through Beam's FileSystems, which reads gs:// with the job's
-    own client and credentials, so a remote model is not copied to this machine just
-    for its card; only a card without S or K makes it load (a localized copy of) the
-    model to read the signature."""
-    card_path = model_dir.rstrip("/") + "/model_card.json"
-    card: dict = {}
-    if FileSystems.exists(card_path):
-        with FileSystems.open(card_path) as f:
-            card = json.loads(f.read().decode("utf-8"))
-    elif not FileSystems.exists(model_dir.rstrip("/") + "/saved_model.pb"):
-        raise FileNotFoundError(f"{model_dir}: no SavedModel here (saved_model.pb missing)")
-    size, beams = card.get("image_size"), card.get("beam_width")
-    if not size or not beams:
-        sig_size, sig_beams = _signature_shapes(model_dir)
-        size, beams = size or sig_size, beams or sig_beams
-    if not size:
-        raise ValueError(f"{model_dir}: cannot tell the model's image size (no image_size in "
-                         "model_card.json and no static size in the serving signature)")
-    return ModelInfo(path=model_dir, image_size=int(size), beam_width=int(beams or 0),
-                     version=str(card.get("version") or "unknown"), name=card.get("name"))
-
-
-def _signature_shapes(model_dir: str) -> tuple[int | None, int | None]:
-    """(S, K) from the serving signature's static shapes (loads the model once)."""
-    import tensorflow as tf
-
-    fn = tf.saved_model.load(localize_model(model_dir)).signatures[SIGNATURE]
-    spec = next(iter(fn.structured_input_signature[1].values()))
-    size = spec.shape[1]
-    out = fn.structured_outputs.get("captions")
-    beams = out.shape[-1] if out is not None and out.shape.rank == 2 else None
-    return size, beams
-
-
-def enable_gpu_memory_growth() -> None:
-    """Let TensorFlow take GPU memory as needed (several workers may share a GPU)."""
-    import tensorflow as tf
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised in this process
-            pass
-
-
-class LoadedModel:
-    """The loaded SavedModel plus its serving function (keeping the object alive)."""
-
-    def __init__(self, path: str, image_size: int):
-        import tensorflow as tf
-
-        enable_gpu_memory_growth()
-        # gs:// etc.: copied once per machine through Beam's FileSystems (TF's own gs://
-        # reader has other credentials and cannot be pointed at an emulator).
-        self._module = tf.saved_model.load(localize_model(path))
-        self._fn = self._module.signatures[SIGNATURE]
-        spec = next(iter(self._fn.structured_input_signature[1].values()))
-        self._input_name = next(iter(self._fn.structured_input_signature[1]))
-        if spec.shape[1] is not None and spec.shape[1] != image_size:
-            raise ValueError(f"{path}: signature takes {spec.shape[1]} px images but "
-                             f"image_size is {image_size}")
-        self.image_size = image_size
-        self.devices = [d.name for d in tf.config.list_logical_devices("GPU")] or ["CPU"]
-
-    def caption(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import tensorflow as tf
-
-        # Concrete functions do not check static shapes: a wrong size would be
-        # captioned silently, so refuse it here.
-        expected = (self.image_size, self.image_size, 3)
-        if images.dtype != np.uint8 or images.shape[1:] != expected:
-            raise ValueError(f"model takes uint8 images of shape {expected}, "
-                             f"got {images.dtype} {images.shape[1:]}")
-        out = self._fn(**{self._input_name: tf.constant(images, dtype=tf.uint8)})
-        return out["captions"].numpy(), out["scores"].numpy()
+    """The model's S, K and version, its card read through Beam (a remote model is
+    copied to this machine only when the card lacks S or K)."""
+    return read_info_through(model_dir, BEAM_STORAGE)
 
 
 class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedModel]):
@@ -147,7 +84,7 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedModel])
         self._batch_size = batch_size
 
     def load_model(self) -> LoadedModel:
-        loaded = LoadedModel(self._model.path, self._model.image_size)
+        loaded = LoadedModel(self._model.path, self._model.image_size, BEAM_STORAGE)
         _LOG.info("loaded %s (version %s) on %s", self._model.path, self._model.version,
                   ", ".join(loaded.devices))
         return loaded

@@ -86,22 +86,20 @@ class AttentionModel:
 
     @classmethod
     def load(cls, path: str) -> AttentionModel | None:
-        import tensorflow as tf
-
-        from altbeam.pipelines.caption.inference import read_model_info
-        from altbeam.pipelines.runtime.model_fetch import localize_model
+        from altbeam.model.serving.saved_model import LoadedModel
+        from altbeam.pipelines.caption.inference import BEAM_STORAGE, read_model_info
 
         try:
             info = read_model_info(path)
-            module = tf.saved_model.load(localize_model(path))
+            loaded = LoadedModel(path, info.image_size, BEAM_STORAGE)
         except Exception as exc:  # noqa: BLE001 - any load failure is reported, with why
             raise ModelUnusable(f"cannot load model {redact(path)}: {exc}") from exc
-        fn = module.signatures.get(SIGNATURE)
+        fn = loaded.signature(SIGNATURE)
         if fn is None:
             return None
         model = cls(fn, next(iter(fn.structured_input_signature[1])), info.image_size,
                     info.version)
-        model._module = module    # keep the variables alive with the function
+        model._loaded = loaded    # keep the variables alive with the function
         return model
 
     def __call__(self, pixels: np.ndarray):

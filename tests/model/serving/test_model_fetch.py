@@ -1,8 +1,9 @@
-"""altbeam.pipelines.runtime.model_fetch: a gs:// SavedModel copied to local disk on gcp-storage-emulator.
+"""altbeam.model.serving.model_fetch: a gs:// SavedModel copied to local disk on gcp-storage-emulator.
 
 TensorFlow's own gs:// client cannot be pointed at an emulator, so this is the path
-that makes ``--model gs://...`` testable: copy through Beam's FileSystems, then
-``tf.saved_model.load`` the local copy and check it captions like the original.
+that makes ``--model gs://...`` testable: copy through Beam's FileSystems (the
+pipeline's `BEAM_STORAGE`), then load the local copy with the one SavedModel loader
+and check it captions like the original.
 """
 from __future__ import annotations
 
@@ -12,10 +13,17 @@ import threading
 import numpy as np
 import pytest
 
-from altbeam.pipelines.caption.inference import LoadedModel, read_model_info
-from altbeam.pipelines.runtime.model_fetch import is_remote, localize_model
+from altbeam.model.serving import model_fetch
+from altbeam.model.serving.model_fetch import is_remote
+from altbeam.model.serving.saved_model import LoadedModel
+from altbeam.pipelines.caption.inference import BEAM_STORAGE, read_model_info
 
 pytest_plugins = ["tests.support.gcs_emulator"]
+
+
+def localize_model(uri: str, cache_dir: str | None = None) -> str:
+    """As the caption pipeline calls it: remote files read through Beam."""
+    return model_fetch.localize_model(uri, cache_dir, BEAM_STORAGE)
 
 
 def _tree(root) -> dict[str, bytes]:
@@ -92,8 +100,6 @@ def test_caption_with_a_gcs_model_end_to_end(gcs_emulator, gcs_bucket, contract_
     Beam's FileSystems (a local copy), never through TensorFlow's own gs:// reader."""
     from altbeam.pipelines import cli
     from altbeam.pipelines.catalog.beam_io import read_table_rows
-    from altbeam.pipelines.runtime import model_fetch
-
     cache = tmp_path / "cache"
     monkeypatch.setattr(model_fetch, "DEFAULT_CACHE_DIR", str(cache))
     gcs_emulator.upload_dir(gcs_bucket, contract_model, "models/v1")
@@ -117,8 +123,6 @@ def test_caption_with_a_gcs_model_end_to_end(gcs_emulator, gcs_bucket, contract_
 
 def test_gcs_model_without_card_reads_its_signature(gcs_emulator, gcs_bucket, contract_model,
                                                     tmp_path, monkeypatch):
-    from altbeam.pipelines.runtime import model_fetch
-
     monkeypatch.setattr(model_fetch, "DEFAULT_CACHE_DIR", str(tmp_path / "cache"))
     gcs_emulator.upload_dir(gcs_bucket, contract_model, "bare")
     gcs_bucket.blob("bare/model_card.json").delete()

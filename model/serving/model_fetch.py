@@ -1,11 +1,16 @@
-"""Copy a SavedModel folder from object storage (gs://, or any Beam filesystem) to local disk.
+"""Copy a SavedModel folder from object storage (gs://, ...) to local disk.
 
 Why: ``tf.saved_model.load`` reads ``gs://`` through TensorFlow's own GCS client,
-which authenticates and retries differently from Beam, cannot be pointed at a GCS
-emulator (its endpoint is fixed), and re-reads the variables over the network in
-every worker process. Copying the folder once per machine through Beam's
-``FileSystems`` (the same client, credentials and retries as the rest of the job)
-and loading the local copy is predictable and testable.
+which (in a Beam job) authenticates and retries differently from Beam, cannot be
+pointed at a GCS emulator (its endpoint is fixed), and re-reads the variables over
+the network in every worker process. Copying the folder once per machine and loading
+the local copy is predictable and testable.
+
+What reads the remote files is a `Storage` (exists / open / list_files). The model
+package has no Beam (docs/architecture.md), so its default is `GfileStorage`
+(TensorFlow's filesystems); the caption pipeline passes one over Beam's
+``FileSystems`` (pipelines/caption/inference.py), so a job reads its model with the
+same client, credentials and retries as its images.
 
 The copy lands in ``<cache_dir>/<hash of the URI>/`` and is published with an atomic
 rename, so several SDK processes on one VM can call `localize_model` at once: one
@@ -17,12 +22,45 @@ import hashlib
 import os
 import shutil
 import tempfile
-
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+from typing import BinaryIO, Protocol
 
 DEFAULT_CACHE_DIR = os.path.join(tempfile.gettempdir(), "altbeam-models")
 _COMPLETE = ".altbeam-complete"      # written last: a folder without it is not trusted
+
+
+class Storage(Protocol):
+    """The file operations the loader needs on a (possibly remote) model folder."""
+
+    def exists(self, path: str) -> bool: ...
+
+    def open(self, path: str) -> BinaryIO: ...
+
+    def list_files(self, root: str) -> list[str]:
+        """Every file under ``root`` (recursively), as full paths."""
+
+
+class GfileStorage:
+    """Local paths with plain ``open``, anything else through ``tf.io.gfile``."""
+
+    def exists(self, path: str) -> bool:
+        if not is_remote(path):
+            return os.path.exists(local_path(path))
+        import tensorflow as tf
+        return tf.io.gfile.exists(path)
+
+    def open(self, path: str) -> BinaryIO:
+        if not is_remote(path):
+            return open(local_path(path), "rb")
+        import tensorflow as tf
+        return tf.io.gfile.GFile(path, "rb")
+
+    def list_files(self, root: str) -> list[str]:
+        import tensorflow as tf
+        return [f"{folder.rstrip('/')}/{name}" for folder, _, names in tf.io.gfile.walk(root)
+                for name in names]
+
+
+DEFAULT_STORAGE = GfileStorage()
 
 
 def _complete(folder: str) -> bool:
@@ -35,7 +73,13 @@ def is_remote(uri: str) -> bool:
     return bool(sep) and scheme.lower() != "file"
 
 
-def localize_model(uri: str, cache_dir: str | None = None) -> str:
+def local_path(uri: str) -> str:
+    """A local path or ``file://`` URI as a path."""
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def localize_model(uri: str, cache_dir: str | None = None,
+                   storage: Storage | None = None) -> str:
     """Local folder holding the SavedModel at ``uri``; remote folders are copied once.
 
     Local paths (and ``file://`` URIs) are returned as they are. A remote folder
@@ -44,14 +88,15 @@ def localize_model(uri: str, cache_dir: str | None = None) -> str:
     there is no SavedModel there.
     """
     if not is_remote(uri):
-        return uri[len("file://"):] if uri.startswith("file://") else uri
+        return local_path(uri)
+    storage = storage or DEFAULT_STORAGE
     root = uri.rstrip("/")
     cache_dir = cache_dir or DEFAULT_CACHE_DIR
     dest = os.path.join(cache_dir, hashlib.sha256(root.encode("utf-8")).hexdigest()[:16])
     if _complete(dest):
         return dest
 
-    files = [m.path for r in FileSystems.match([root + "/**"]) for m in r.metadata_list]
+    files = storage.list_files(root)
     prefix = root + "/"
     rel_paths = sorted(p[len(prefix):] for p in files if p.startswith(prefix))
     if "saved_model.pb" not in rel_paths:
@@ -66,9 +111,7 @@ def localize_model(uri: str, cache_dir: str | None = None) -> str:
                 continue
             local = os.path.join(staging, *rel.split("/"))
             os.makedirs(os.path.dirname(local), exist_ok=True)
-            # UNCOMPRESSED: never let Beam gunzip a file because its name ends in .gz.
-            with FileSystems.open(prefix + rel, compression_type=CompressionTypes.UNCOMPRESSED
-                                  ) as src, open(local, "wb") as out:
+            with storage.open(prefix + rel) as src, open(local, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
         with open(os.path.join(staging, _COMPLETE), "w") as f:
             f.write(root + "\n")

@@ -13,11 +13,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 from PIL import Image, ImageSequence
@@ -32,6 +30,7 @@ from tests.support.corpus import (
     chown_tree,
     modify_before_writeback,
 )
+from tests.support.kill_mid_run import count_changed, file_state, kill_mid_run, some_but_not_all
 from tests.support.paths import REPO as REPO_PATH
 
 REPO = str(REPO_PATH)
@@ -221,8 +220,8 @@ def d_caption(decision: dict) -> str:
 
 
 # --- interruption --------------------------------------------------------------------
-# A killed caption run: tests/test_caption.py::test_killed_run_then_rerun_completes_catalog
-# (SIGKILL while a shard is being written; the re-run ends with one row per image).
+# A killed caption run (SIGKILL while a shard is being written; the re-run ends with one
+# row per image): tests/pipelines/caption/test_caption.py::test_killed_run_then_rerun_…
 
 def _captioned_folder(sample_photos, contract_model, tmp_path, n=16):
     from altbeam.pipelines.caption import pipeline as caption
@@ -231,7 +230,7 @@ def _captioned_folder(sample_photos, contract_model, tmp_path, n=16):
     folder.mkdir()
     photos = sorted(sample_photos.glob("*.jpg"))
     for i in range(n):
-        (folder / f"{i:02d}.jpg").write_bytes(photos[i % len(photos)].read_bytes())
+        (folder / f"{i:03d}.jpg").write_bytes(photos[i % len(photos)].read_bytes())
     cat = tmp_path / "cat"
     summary = caption.run([str(folder), "--catalog", str(cat), "--model", str(contract_model),
                            "--no-progress"])
@@ -252,26 +251,21 @@ def test_killed_writeback_leaves_whole_files_and_rerun_completes(sample_photos, 
                                                                  tmp_path):
     from altbeam.pipelines.writeback import pipeline as writeback
 
-    folder, cat, captions = _captioned_folder(sample_photos, contract_model, tmp_path)
+    # 200 files at about 10 ms each leave the kill a window of seconds.
+    folder, cat, captions = _captioned_folder(sample_photos, contract_model, tmp_path, n=200)
     before = snapshot(folder)
+    states = {p: file_state(p) for p in before}
     proc = subprocess.Popen([sys.executable, "-m", "altbeam.pipelines.cli", "writeback", str(cat),
                              "--quiet", "--batch-size", "1"], cwd=REPO,
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    try:
-        while (time.monotonic() < deadline and proc.poll() is None
-               and sum(sha(p) != b["sha"] for p, b in before.items()) < 3):
-            time.sleep(0.01)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_mid_run(proc, count_changed(states), at_least=3)
 
     # Every file is either byte-identical to the original or completely written.
     after_kill = {p: sha(p) for p in before}
-    changed = [p for p in before if after_kill[p] != before[p]["sha"]]
-    assert 3 <= len(changed) < len(before), "the kill should land mid-run"
+    changed = some_but_not_all([p for p in before if after_kill[p] != before[p]["sha"]],
+                               len(before), 3)
+    assert not list((cat / "writeback").glob("run-*.parquet"))    # its log never finished
     tags = exif_tags(changed)
     for p in changed:
         assert _complete(p, before[p], captions[p], tags[p]), p

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from PIL import Image
 from altbeam.pipelines.caption import pipeline as caption
 from altbeam.pipelines.caption.pipeline import CaptionConfig, build
 from tests.pipelines.caption.test_decode import bad_files, good_files
+from tests.support.kill_mid_run import kill_mid_run
 from tests.support.paths import REPO as REPO_PATH
 
 REPO = str(REPO_PATH)
@@ -166,16 +166,13 @@ def test_killed_run_then_rerun_completes_catalog(sample_photos, contract_model, 
            "--model", str(contract_model), "--batch-size", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if glob.glob(f"{cat}/catalog/beam-temp-*/*"):  # a shard being written
-                break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+
+    def shards_being_written() -> int:  # the one sign of progress outside it (for ~0.2 s)
+        return len(glob.glob(f"{cat}/catalog/beam-temp-*/*"))
+
+    kill_mid_run(proc, shards_being_written, at_least=1)
+    assert shards_being_written() and not glob.glob(f"{cat}/catalog/run-*.parquet"), (
+        "the kill should land before the catalog shard is finalized")
     assert run_cli(src, "--catalog", cat, "--model", contract_model) == 0
     uris = [r["uri"] for r in catalog_rows(cat)]
     assert sorted(uris) == sorted(str(p) for p in src.glob("*.jpg"))

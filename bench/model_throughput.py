@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
         run_dir = bc.make_tiny_run(str(work / "tiny-run")) if args.tiny else args.run
         if run_dir:
-            from altbeam.model.training.train import load_decoder
+            from altbeam.model.training.common import load_decoder
 
             config = load_decoder(run_dir)[2]
             models = bc.export_widths(run_dir, args.beams, str(work / "models"))

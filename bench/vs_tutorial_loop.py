@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="altbeam-bench-tutorial-"))
     notes = []
     try:
-        from altbeam.model.training.train import load_decoder
+        from altbeam.model.training.common import load_decoder
 
         run_dir = bc.make_tiny_run(str(work / "tiny-run")) if args.tiny else args.run
         if run_dir:

@@ -115,10 +115,10 @@ def main(argv) -> int:
             ap.error("--run needs --features")
         from altbeam.model.data.feature_records import load_split
         from altbeam.model.nets.ensemble import load_runs
-        from altbeam.model.training.train import decode_features
+        from altbeam.model.training.common import decode_features
         decoder, vocab, config = load_runs(a.run)
         if a.split == "val":  # the run's own validation images, carved out of train
-            from altbeam.model.training.train import validation_split
+            from altbeam.model.training.common import validation_split
             data = validation_split(load_split(a.features, "train"), a.val_images, config)[1]
             data = data.subset(range(min(len(data), a.limit or len(data))))
         else:

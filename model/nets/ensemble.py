@@ -78,7 +78,7 @@ class DecoderEnsemble(tf.Module):
 def load_runs(run_dirs: list[str], which: str = "best"):
     """One run folder -> its decoder; several -> their ensemble. Returns
     (decoder, vocab, config of the first run)."""
-    from altbeam.model.training.train import load_decoder
+    from altbeam.model.training.common import load_decoder
     loaded = [load_decoder(d, which) for d in run_dirs]
     decoder, vocab, config = loaded[0]
     for d, (_, v, _) in zip(run_dirs[1:], loaded[1:]):

@@ -14,15 +14,17 @@ name or the same Flickr photo id (the leading digits of the name) is dropped.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
-import time
 
 import numpy as np
 import tensorflow as tf
 
 from altbeam.model.config import ModelConfig
 from altbeam.model.data.vocab import Vocabulary
+from altbeam.model.training.common import batches, caption_xent, pad
+from altbeam.model.training.loop import run_epochs
 
 _PHOTO_ID = re.compile(r"(\d+)(?=[_.]|$)")
 
@@ -64,42 +66,66 @@ def lm_captions(sources: list[str], exclude: set[str]) -> tuple[list[str], int]:
     return captions, dropped
 
 
+class LanguageModel:
+    """Teacher-forced cross-entropy on caption text alone (an objective of
+    model/training/loop.py): an all-zero feature grid stands in for the image."""
+
+    label, unit, progress_every = "language model epoch", "step", 100
+    shown, seconds_key = ("loss", "loss"), "seconds"
+
+    def __init__(self, decoder, captions: list[str], vocab: Vocabulary, config: ModelConfig):
+        import keras
+        self.decoder, self.config = decoder, config
+        self.optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=5.0)
+        self.pairs = [(0, vocab.encode(c, config.max_length)) for c in captions]
+        self.train_step = tf.function(self._train_step, input_signature=[
+            tf.TensorSpec([None, None], tf.int32)])
+
+    def _train_step(self, tokens):
+        # One all-zero cell: no image at all.
+        blank = tf.zeros([tf.shape(tokens)[0], 1, self.config.feature_channels])
+        with tf.GradientTape() as tape:
+            logits, _ = self.decoder.teacher_forced(blank, tokens, training=True)
+            loss = caption_xent(logits, tokens, self.config)
+        variables = self.decoder.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    def begin_epoch(self, epoch: int, rng):
+        size = self.config.batch_size
+        return (len(self.pairs) + size - 1) // size, batches(self.pairs, size, rng)
+
+    def step(self, batch) -> dict[str, float]:
+        return {"loss": float(self.train_step(tf.constant(pad([s for _, s in batch]))))}
+
+    def record(self, epoch: int, means: dict[str, float]) -> dict:
+        return {"epoch": epoch, "loss": means["loss"]}
+
+    def summary(self, record: dict) -> str:
+        return f"loss {record['loss']:.3f}"
+
+
 def pretrain_language_model(decoder, captions: list[str], vocab: Vocabulary,
                             config: ModelConfig, epochs: int, seed: int = 0) -> list[dict]:
     """Teacher-forced language-model epochs on ``captions``; updates ``decoder`` in place.
     Returns one record per epoch (mean loss, seconds)."""
-    import keras
+    objective = LanguageModel(decoder, captions, vocab, config)
+    return run_epochs(objective, range(1, epochs + 1), np.random.default_rng(seed)).history
 
-    from altbeam.model.training.train import batches, caption_xent, pad
-    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=5.0)
-    C = config.feature_channels
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
-    def step(tokens):
-        blank = tf.zeros([tf.shape(tokens)[0], 1, C])  # one all-zero cell: no image at all
-        with tf.GradientTape() as tape:
-            logits, _ = decoder.teacher_forced(blank, tokens, training=True)
-            loss = caption_xent(logits, tokens, config)
-        variables = decoder.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    pairs = [(0, vocab.encode(c, config.max_length)) for c in captions]
-    rng = np.random.default_rng(seed)
-    n_batches = (len(pairs) + config.batch_size - 1) // config.batch_size
-    history = []
-    for epoch in range(1, epochs + 1):
-        start, losses = time.time(), []
-        for k, batch in enumerate(batches(pairs, config.batch_size, rng), 1):
-            losses.append(float(step(tf.constant(pad([s for _, s in batch])))))
-            if k % 100 == 0:
-                rate = k / (time.time() - start)
-                print(f"  language model epoch {epoch} step {k}/{n_batches} loss "
-                      f"{np.mean(losses[-100:]):.3f} ({rate:.1f} steps/s, "
-                      f"~{(n_batches - k) / rate:.0f} s left)", flush=True)
-        record = {"epoch": epoch, "loss": float(np.mean(losses)),
-                  "seconds": round(time.time() - start, 1)}
-        history.append(record)
-        print(f"language model epoch {epoch}: loss {record['loss']:.3f} "
-              f"({record['seconds']:.0f} s)", flush=True)
-    return history
+def pretrain_from_text(decoder, sources: list[str], exclude_files: list[str], epochs: int,
+                       vocab: Vocabulary, config: ModelConfig, run_dir: str) -> dict:
+    """`altbeam train --lm-text`: language-model pre-training before the first epoch; the
+    record goes to RUN/lm_pretrain.json."""
+    exclude = read_exclusions(exclude_files)
+    captions, dropped = lm_captions(sources, exclude)
+    if not captions:
+        raise SystemExit(f"altbeam train: no caption text left in {', '.join(sources)}")
+    print(f"language-model pre-training: {len(captions)} captions from {len(sources)} "
+          f"source(s), {dropped} image(s) dropped by --lm-exclude", flush=True)
+    history = pretrain_language_model(decoder, captions, vocab, config, epochs, config.seed)
+    record = {"sources": sources, "exclude": exclude_files, "captions": len(captions),
+              "images_dropped": dropped, "epochs": epochs, "history": history}
+    with open(os.path.join(run_dir, "lm_pretrain.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    return record

@@ -19,11 +19,9 @@ only replace it by scoring higher).
 from __future__ import annotations
 
 import collections
-import json
 import math
 import os
 import shutil
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +29,8 @@ import tensorflow as tf
 from altbeam.model.data.feature_records import load_split
 from altbeam.model.data.vocab import END_ID, PAD_ID, START_ID
 from altbeam.model.serving.beam_search import NEG_INF, words_banned_at
+from altbeam.model.training.common import load_decoder, pad, validate, validation_split
+from altbeam.model.training.loop import LoopState, RunFolder, run_epochs
 
 
 def _ngrams(ids, n_max: int = 4) -> collections.Counter:
@@ -155,12 +155,58 @@ class SelfCritic:
         return -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits), mask
 
 
+class SelfCriticalTraining:
+    """The SCST objective (model/training/loop.py): per batch of images, sample
+    ``samples`` captions each, reward them with CIDEr-D and take the policy step."""
+
+    label, unit, progress_every = "scst epoch", "batch", 25
+    shown, seconds_key = ("sample_cider", "sample CIDEr-D"), "train_seconds"
+
+    def __init__(self, critic: SelfCritic, data, ref_tokens: list[list[list[int]]],
+                 samples: int, batch_images: int, learning_rate: float, xe_weight: float):
+        self.critic, self.data, self.ref_tokens = critic, data, ref_tokens
+        self.cider = CiderD([[r[1:] for r in refs] for refs in ref_tokens])
+        self.samples, self.batch_images = samples, batch_images
+        self.learning_rate, self.xe_weight = learning_rate, xe_weight
+        self.rng = None
+
+    def begin_epoch(self, epoch: int, rng):
+        self.rng = rng
+        order = rng.permutation(len(self.data))
+        n_batches = (len(order) + self.batch_images - 1) // self.batch_images
+        return n_batches, (np.sort(order[b * self.batch_images:(b + 1) * self.batch_images])
+                           for b in range(n_batches))
+
+    def step(self, idx) -> dict[str, float]:
+        rng, samples = self.rng, self.samples
+        images = tf.constant(self.data.features[idx])
+        feats = tf.repeat(images, samples, axis=0)
+        sampled = self.critic.sample(feats, tf.constant(int(rng.integers(2 ** 31 - 1)), tf.int32))
+        rows = [trim(r) for r in sampled.numpy()]
+        rewards = np.array([self.cider.score(int(idx[k // samples]), r)
+                            for k, r in enumerate(rows)], np.float32).reshape(-1, samples)
+        tokens = pad([[START_ID] + r for r in rows])
+        refs_now = pad([self.ref_tokens[i][rng.integers(len(self.ref_tokens[i]))] for i in idx])
+        loss = self.critic.step(feats, tf.constant(tokens),
+                                tf.constant(advantages(rewards).ravel()),
+                                images, tf.constant(refs_now))
+        return {"loss": float(loss), "sample_cider": float(rewards.mean())}
+
+    def record(self, epoch: int, means: dict[str, float]) -> dict:
+        return {"epoch": epoch, "stage": "scst", "loss": means["loss"],
+                "xe_weight": self.xe_weight, "sample_cider": means["sample_cider"],
+                "lr": self.learning_rate}
+
+    def summary(self, record: dict) -> str:
+        return (f"sample CIDEr-D {record['sample_cider']:.3f}  val CIDEr "
+                f"{record['val_cider']:.3f}  BLEU-4 {record['val_bleu4']:.3f}")
+
+
 def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
              learning_rate: float = 5e-5, samples: int = 5, batch_images: int = 32,
              val_images: int = 500, limit: int | None = None, seed: int = 0,
              xe_weight: float = 0.0) -> dict:
     """SCST from ``source_run``'s best decoder into the new run folder ``run_dir``."""
-    from altbeam.model.training.train import load_decoder, pad, validate, validation_split
     if os.path.abspath(source_run) == os.path.abspath(run_dir):
         raise ValueError("--scst-from and --out must be different run folders")
     decoder, vocab, config = load_decoder(source_run)
@@ -172,62 +218,27 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
     train_set, val_set = validation_split(full, val_images, config)
     ref_tokens = [[vocab.encode(c, config.max_length) for c in caps]
                   for caps in train_set.captions]
-    cider = CiderD([[r[1:] for r in refs] for refs in ref_tokens])
     critic = SelfCritic(decoder, learning_rate, config.max_length, config.ban_unk, xe_weight)
-    best_path = os.path.join(run_dir, "best", "ckpt")
-    scores = validate(decoder, val_set, config, vocab.words)
-    history = [{"epoch": 0, "stage": "source", "source": os.path.abspath(source_run),
-                "val_cider": scores["CIDEr"], "val_bleu4": scores["BLEU-4"]}]
-    best = scores["CIDEr"]
-    history_path = os.path.join(run_dir, "history.json")
-    json.dump(history, open(history_path, "w"), indent=2)
-    tf.train.Checkpoint(decoder=decoder).write(best_path)
-    print(f"SCST from {source_run}: {len(train_set)} images x {samples} samples, "
-          f"start val CIDEr {best:.3f}", flush=True)
-    rng = np.random.default_rng(seed)
-    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
-    for epoch in range(1, epochs + 1):
-        start, rewards_seen, losses = time.time(), [], []
-        order = rng.permutation(len(train_set))
-        n_batches = (len(order) + batch_images - 1) // batch_images
-        for b in range(n_batches):
-            idx = np.sort(order[b * batch_images:(b + 1) * batch_images])
-            images = tf.constant(train_set.features[idx])
-            feats = tf.repeat(images, samples, axis=0)
-            sampled = critic.sample(feats, tf.constant(int(rng.integers(2 ** 31 - 1)), tf.int32))
-            rows = [trim(r) for r in sampled.numpy()]
-            rewards = np.array([cider.score(int(idx[k // samples]), r)
-                                for k, r in enumerate(rows)], np.float32).reshape(-1, samples)
-            tokens = pad([[START_ID] + r for r in rows])
-            refs_now = pad([ref_tokens[i][rng.integers(len(ref_tokens[i]))] for i in idx])
-            loss = critic.step(feats, tf.constant(tokens),
-                               tf.constant(advantages(rewards).ravel()),
-                               images, tf.constant(refs_now))
-            rewards_seen.append(float(rewards.mean()))
-            losses.append(float(loss))
-            if (b + 1) % 25 == 0:
-                rate = (b + 1) / (time.time() - start)
-                print(f"  scst epoch {epoch} batch {b + 1}/{n_batches} sample CIDEr-D "
-                      f"{np.mean(rewards_seen[-25:]):.3f} ({rate:.2f} batches/s, "
-                      f"~{(n_batches - b - 1) / rate:.0f} s left)", flush=True)
-        train_s = time.time() - start
-        scores = validate(decoder, val_set, config, vocab.words)
-        record = {"epoch": epoch, "stage": "scst", "loss": float(np.mean(losses)),
-                  "xe_weight": xe_weight,
-                  "sample_cider": float(np.mean(rewards_seen)), "lr": learning_rate,
-                  "val_cider": scores["CIDEr"], "val_bleu4": scores["BLEU-4"],
-                  "train_seconds": round(train_s, 1)}
-        history.append(record)
-        with writer.as_default():
-            for k in ("sample_cider", "val_cider", "val_bleu4"):
-                tf.summary.scalar(k, record[k], step=epoch)
-        improved = scores["CIDEr"] > best
-        if improved:
-            best = scores["CIDEr"]
-            tf.train.Checkpoint(decoder=decoder).write(best_path)
+    objective = SelfCriticalTraining(critic, train_set, ref_tokens, samples, batch_images,
+                                     learning_rate, xe_weight)
+
+    def save_best():
+        tf.train.Checkpoint(decoder=decoder).write(os.path.join(run_dir, "best", "ckpt"))
+
+    def save_latest(epoch: int):
         tf.train.Checkpoint(decoder=decoder).write(os.path.join(run_dir, "checkpoints", "last"))
-        json.dump(history, open(history_path, "w"), indent=2)
-        print(f"scst epoch {epoch}: sample CIDEr-D {record['sample_cider']:.3f}  val CIDEr "
-              f"{scores['CIDEr']:.3f}  BLEU-4 {scores['BLEU-4']:.3f}  ({train_s:.0f} s)"
-              f"{'  *best' if improved else ''}", flush=True)
-    return {"run_dir": run_dir, "history": history, "best_val_cider": best}
+
+    folder = RunFolder(run_dir, ("sample_cider", "val_cider", "val_bleu4"), save_best,
+                       save_latest)
+    # The starting model is epoch 0: SCST can only replace it by scoring higher.
+    scores = validate(decoder, val_set, config, vocab.words)
+    state = LoopState([{"epoch": 0, "stage": "source", "source": os.path.abspath(source_run),
+                        "val_cider": scores["CIDEr"], "val_bleu4": scores["BLEU-4"]}],
+                      best=scores["CIDEr"])
+    folder.write_history(state.history)
+    save_best()
+    print(f"SCST from {source_run}: {len(train_set)} images x {samples} samples, "
+          f"start val CIDEr {state.best:.3f}", flush=True)
+    run_epochs(objective, range(1, epochs + 1), np.random.default_rng(seed), state,
+               validate=lambda: validate(decoder, val_set, config, vocab.words), folder=folder)
+    return {"run_dir": run_dir, "history": state.history, "best_val_cider": state.best}

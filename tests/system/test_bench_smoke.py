@@ -108,7 +108,7 @@ def test_tutorial_loop_is_the_same_greedy_decoder(tmp_path):
     import vs_tutorial_loop as vt
 
     from altbeam.model.serving.export import export
-    from altbeam.model.training.train import load_decoder
+    from altbeam.model.training.common import load_decoder
 
     run_dir = bc.make_tiny_run(str(tmp_path / "run"))
     decoder, vocab, config = load_decoder(run_dir)

@@ -76,7 +76,7 @@ def test_evaluate_cli_scores_an_exported_model(tmp_path, sample_photos, capsys):
 
 def test_run_scored_on_its_own_validation_images(tmp_path):
     from altbeam.model.data.feature_records import load_split
-    from altbeam.model.training.train import carve_validation
+    from altbeam.model.training.common import carve_validation
     from tests.support.fake_runs import fake_run, write_feature_shard
     run = fake_run(tmp_path / "run", 1)
     feats = str(tmp_path / "features")

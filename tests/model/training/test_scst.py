@@ -12,9 +12,9 @@ import tensorflow as tf
 from altbeam.model.data.vocab import END_ID, PAD_ID, SPECIALS, Vocabulary
 from altbeam.model.evaluation.metrics import score_captions
 from altbeam.model.serving.export import export
+from altbeam.model.training.common import pad
 from altbeam.model.training.scst import CiderD, SelfCritic, advantages, finetune, trim
 from altbeam.model.training.train import main as train_main
-from altbeam.model.training.train import pad
 from tests.support.fake_runs import fake_run, tiny_decoder, write_feature_shard
 from tests.support.tiny import TINY_WORDS
 

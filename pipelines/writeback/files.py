@@ -4,24 +4,24 @@
 it makes three exiftool calls on one long-lived session (read all, write all, read
 all again); each file has its own command inside a call, so one bad file fails alone.
 Recovering after a killed writeback (dead exiftool temp files, writes whose log was
-lost) lives in :mod:`altbeam.pipelines.writeback.recovery`. Rules and guarantees: docs/writeback.md.
+lost) lives in :mod:`altbeam.pipelines.writeback.recovery`; the per-photo state and the
+log row in :mod:`altbeam.pipelines.writeback.items`. Rules and guarantees:
+docs/writeback.md.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import hashlib
 import os
 import tempfile
 import time
 import uuid
 
-from altbeam.pipelines.runtime.redact import redact
 from altbeam.pipelines.writeback.exiftool_session import ExifResult, ExifToolSession, file_arg
-from altbeam.pipelines.writeback.gcs import ConcurrentChange, GcsObjects, RemoteObject
+from altbeam.pipelines.writeback.gcs import ConcurrentChange, GcsObjects
+from altbeam.pipelines.writeback.items import Item, Skip, decision_row, sha256_hex
+from altbeam.pipelines.writeback.options import WritebackOptions
 from altbeam.pipelines.writeback.recovery import remove_dead_exiftool_tmp, unlogged_own_write
 from altbeam.pipelines.writeback.rules import (
-    DEFAULT_FIELDS,
     FIELDS,
     GENERATOR,
     NOT_WRITABLE_IN_PLACE,
@@ -37,37 +37,6 @@ from altbeam.pipelines.writeback.rules import (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class WritebackOptions:
-    fields: tuple[str, ...] = DEFAULT_FIELDS
-    overwrite_existing: bool = False
-    min_score: float | None = None
-    dry_run: bool = False
-    sidecar: bool = False               # write XMP sidecars instead of the images
-    sidecar_fallback: bool = False      # sidecars for formats exiftool cannot write
-    sidecar_naming: str = "ext"         # "ext": photo.jpg.xmp, "stem": photo.xmp
-    run_id: str = ""
-    # When this run began (epoch seconds; 0: when the Annotator starts). An exiftool
-    # temp file untouched since before then is a dead run's leftover (see
-    # remove_dead_exiftool_tmp).
-    started_at: float = 0.0
-
-    def __post_init__(self):
-        unknown = set(self.fields) - set(FIELDS)
-        if unknown or not self.fields:
-            raise ValueError(f"unknown fields {sorted(unknown)}; known: {sorted(FIELDS)}")
-        if self.sidecar_naming not in ("ext", "stem"):
-            raise ValueError("sidecar_naming must be 'ext' or 'stem'")
-
-
-class Skip(Exception):
-    """A decision made before writing: (action, reason)."""
-
-    def __init__(self, reason: str, action: str = "skipped"):
-        super().__init__(reason)
-        self.action, self.reason = action, reason
-
-
 def sidecar_path(image: str, naming: str) -> str:
     """The sidecar of ``image``: ``dir/photo.jpg.xmp`` ("ext") or ``dir/photo.xmp`` ("stem").
 
@@ -81,37 +50,10 @@ def sidecar_path(image: str, naming: str) -> str:
     return f"{folder}/{name}.xmp" if folder else f"{name}.xmp"
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _writable(path: str) -> bool:
     """Writable, honouring read-only permission bits even for root (who bypasses them)."""
     st = os.stat(path)
     return bool(st.st_mode & 0o222) and os.access(path, os.W_OK)
-
-
-@dataclasses.dataclass
-class Item:
-    row: dict
-    path: str                         # local file exiftool reads (the image or its copy)
-    original: bytes
-    sidecar_local: str                # local path of the sidecar (may not exist)
-    sidecar_uri: str
-    use_sidecar: bool
-    remote: RemoteObject | None = None
-    remote_sidecar: RemoteObject | None = None
-    sidecar_before: bytes | None = None
-    tags: dict | None = None
-    sidecar_tags: dict | None = None
-    fields: list[str] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    new_sidecar_tmp: str | None = None
-    changed: str | None = None        # the changed_since_catalogued reason, if the hash differs
-
-    @property
-    def target_path(self) -> str:
-        return self.sidecar_local if self.use_sidecar else self.path
 
 
 class Annotator:
@@ -182,7 +124,7 @@ class Annotator:
             item = self._prepare_gcs(row, side_uri, use_sidecar)
         else:
             item = self._prepare_local(row, side_uri, use_sidecar)
-        sha = _sha256(item.original)
+        sha = sha256_hex(item.original)
         if sha != row["sha256"] and sha not in (row.get("_produced_sha256") or ()):
             # Decided once the tags are read: it may be a write whose log was lost.
             item.changed = (f"changed_since_catalogued: {uri}: sha256 is {sha[:12]}…, the "
@@ -353,7 +295,7 @@ class Annotator:
             if os.path.exists(item.new_sidecar_tmp):
                 os.unlink(item.new_sidecar_tmp)
         with open(item.path, "rb") as f:
-            sha_after = _sha256(f.read())
+            sha_after = sha256_hex(f.read())
         return self._decision(row, "written", "; ".join(["written", *item.notes]), item,
                               sha_after=sha_after)
 
@@ -408,22 +350,6 @@ class Annotator:
     def _decision(self, row: dict, action: str, reason: str, item: Item | None = None,
                   sha_after: str | None = None) -> dict:
         return decision_row(row, action, reason, self.options.run_id, item, sha_after)
-
-
-def decision_row(row: dict, action: str, reason: str, run_id: str, item: Item | None = None,
-                 sha_after: str | None = None) -> dict:
-    """One WRITEBACK_SCHEMA row (the reason may quote library errors: redacted)."""
-    use_sidecar = bool(item and item.use_sidecar)
-    return {
-        "uri": row["uri"], "action": action, "reason": redact(reason),
-        "fields": [FIELDS[f][0] for f in item.fields] if item and item.fields else [],
-        "target": item.sidecar_uri if use_sidecar else row["uri"],
-        "caption": row.get("caption"), "score": row.get("score"),
-        "model_version": row.get("model_version"),
-        "sha256_before": _sha256(item.original) if item else None,
-        "sha256_after": sha_after, "run_id": run_id,
-        "at": dt.datetime.now(dt.UTC),
-    }
 
 
 def _atomic_write(path: str, data: bytes) -> None:

@@ -5,16 +5,16 @@ A killed writeback can leave two things behind: exiftool's ``<file>_exiftool_tmp
 whose log never reached the catalog (so their sha256 no longer matches the catalog
 row). :func:`remove_dead_exiftool_tmp` clears the first when no live writer owns it;
 :func:`unlogged_own_write` recognises the second as ``already_written`` instead of
-``changed_since_catalogued``. Both are used by :class:`writeback_files.Annotator`.
-Rules and guarantees: docs/writeback.md.
+``changed_since_catalogued``. Both are used by
+:class:`altbeam.pipelines.writeback.files.Annotator`. Rules and guarantees: docs/writeback.md.
 """
 from __future__ import annotations
 
 import datetime as dt
 import os
 import stat
-from typing import TYPE_CHECKING
 
+from altbeam.pipelines.writeback.items import Item, Skip
 from altbeam.pipelines.writeback.rules import (
     GENERATOR,
     PROVENANCE_GROUP,
@@ -24,10 +24,6 @@ from altbeam.pipelines.writeback.rules import (
     pixel_frames,
     supported_fields,
 )
-
-if TYPE_CHECKING:
-    from altbeam.pipelines.writeback.files import Item
-
 
 EXIFTOOL_TMP_SUFFIX = "_exiftool_tmp"   # exiftool writes <file>_exiftool_tmp, then renames
 
@@ -46,9 +42,6 @@ def remove_dead_exiftool_tmp(path: str, run_started: float) -> str | None:
     whose clock lags ours by more than that, could fool the rule.) Anything else stays,
     and the photo is skipped as ``concurrent_write``: never delete a live write.
     """
-    # Imported here, not at the top: writeback_files imports this module.
-    from altbeam.pipelines.writeback.files import Skip
-
     tmp = path + EXIFTOOL_TMP_SUFFIX
     try:
         st = os.lstat(tmp)

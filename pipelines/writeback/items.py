@@ -1,0 +1,66 @@
+"""One photo's writeback: its state while a batch is written, a decision not to write
+(:class:`Skip`), and the decision's row in the writeback log.
+
+Shared by :mod:`altbeam.pipelines.writeback.files` (the batch) and
+:mod:`altbeam.pipelines.writeback.recovery` (after a killed run), which both read items.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+
+from altbeam.pipelines.runtime.redact import redact
+from altbeam.pipelines.writeback.gcs import RemoteObject
+from altbeam.pipelines.writeback.rules import FIELDS
+
+
+class Skip(Exception):
+    """A decision made before writing: (action, reason)."""
+
+    def __init__(self, reason: str, action: str = "skipped"):
+        super().__init__(reason)
+        self.action, self.reason = action, reason
+
+
+@dataclasses.dataclass
+class Item:
+    row: dict
+    path: str                         # local file exiftool reads (the image or its copy)
+    original: bytes
+    sidecar_local: str                # local path of the sidecar (may not exist)
+    sidecar_uri: str
+    use_sidecar: bool
+    remote: RemoteObject | None = None
+    remote_sidecar: RemoteObject | None = None
+    sidecar_before: bytes | None = None
+    tags: dict | None = None
+    sidecar_tags: dict | None = None
+    fields: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    new_sidecar_tmp: str | None = None
+    changed: str | None = None        # the changed_since_catalogued reason, if the hash differs
+
+    @property
+    def target_path(self) -> str:
+        return self.sidecar_local if self.use_sidecar else self.path
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decision_row(row: dict, action: str, reason: str, run_id: str, item: Item | None = None,
+                 sha_after: str | None = None) -> dict:
+    """One WRITEBACK_SCHEMA row (the reason may quote library errors: redacted)."""
+    use_sidecar = bool(item and item.use_sidecar)
+    return {
+        "uri": row["uri"], "action": action, "reason": redact(reason),
+        "fields": [FIELDS[f][0] for f in item.fields] if item and item.fields else [],
+        "target": item.sidecar_uri if use_sidecar else row["uri"],
+        "caption": row.get("caption"), "score": row.get("score"),
+        "model_version": row.get("model_version"),
+        "sha256_before": sha256_hex(item.original) if item else None,
+        "sha256_after": sha_after, "run_id": run_id,
+        "at": dt.datetime.now(dt.UTC),
+    }

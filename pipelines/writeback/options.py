@@ -1,0 +1,81 @@
+"""What a writeback writes where: :class:`WritebackOptions`, its command-line flags, and
+the one builder from parsed flags, shared by `altbeam writeback` and `altbeam caption
+--write-metadata` so both spell and read them the same way."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from altbeam.pipelines.writeback.rules import DEFAULT_FIELDS, FIELDS
+
+
+@dataclasses.dataclass(frozen=True)
+class WritebackOptions:
+    fields: tuple[str, ...] = DEFAULT_FIELDS
+    overwrite_existing: bool = False
+    min_score: float | None = None
+    dry_run: bool = False
+    sidecar: bool = False               # write XMP sidecars instead of the images
+    sidecar_fallback: bool = False      # sidecars for formats exiftool cannot write
+    sidecar_naming: str = "ext"         # "ext": photo.jpg.xmp, "stem": photo.xmp
+    run_id: str = ""
+    # When this run began (epoch seconds; 0: when the Annotator starts). An exiftool
+    # temp file untouched since before then is a dead run's leftover (see
+    # remove_dead_exiftool_tmp).
+    started_at: float = 0.0
+
+    def __post_init__(self):
+        unknown = set(self.fields) - set(FIELDS)
+        if unknown or not self.fields:
+            raise ValueError(f"unknown fields {sorted(unknown)}; known: {sorted(FIELDS)}")
+        if self.sidecar_naming not in ("ext", "stem"):
+            raise ValueError("sidecar_naming must be 'ext' or 'stem'")
+
+
+# The extra fields, by flag (--xmp-description ...), in the order they are written.
+_EXTRA_FIELDS = ("xmp_description", "exif_description", "iptc_caption")
+# Every option add_writeback_flags adds except --dry-run (argparse dest names).
+WRITEBACK_FLAGS = (*_EXTRA_FIELDS, "overwrite_existing", "min_score", "sidecar",
+                   "sidecar_fallback", "sidecar_naming")
+
+
+def add_writeback_flags(group, dry_run: bool) -> None:
+    """The options that decide what is written where (``group``: a parser or a group)."""
+    group.add_argument("--xmp-description", action="store_true",
+                       help="also write XMP-dc:Description")
+    group.add_argument("--exif-description", action="store_true",
+                       help="also write EXIF:ImageDescription")
+    group.add_argument("--iptc-caption", action="store_true",
+                       help="also write IPTC:Caption-Abstract (UTF-8, at most 2000 bytes)")
+    group.add_argument("--overwrite-existing", action="store_true",
+                       help="replace alt text/descriptions that altbeam did not write")
+    group.add_argument("--min-score", type=float, default=None,
+                       help="write only captions scoring at least this (the catalog's score: "
+                            "mean log-probability per word, e.g. -1.2)")
+    if dry_run:
+        group.add_argument("--dry-run", action="store_true",
+                           help="report what would be written; change no file")
+    group.add_argument("--sidecar", action="store_true",
+                       help="write XMP sidecars instead of touching the images")
+    group.add_argument("--sidecar-fallback", action="store_true",
+                       help="use a sidecar for formats exiftool cannot write (e.g. BMP)")
+    group.add_argument("--sidecar-naming", choices=("ext", "stem"), default=None,
+                       help="ext: photo.jpg.xmp (darktable, digiKam; default); "
+                            "stem: photo.xmp (Lightroom, Capture One)")
+
+
+def given_writeback_flags(args: argparse.Namespace) -> list[str]:
+    """The writeback flags set on the command line, as typed (``--min-score`` ...)."""
+    return ["--" + f.replace("_", "-") for f in WRITEBACK_FLAGS
+            if getattr(args, f) not in (None, False)]
+
+
+def writeback_options(args: argparse.Namespace, run_id: str,
+                      started_at: float) -> WritebackOptions:
+    """WritebackOptions from flags parsed with `add_writeback_flags` (no --dry-run: off)."""
+    return WritebackOptions(
+        fields=("alt_text", *(f for f in _EXTRA_FIELDS if getattr(args, f))),
+        overwrite_existing=args.overwrite_existing, min_score=args.min_score,
+        dry_run=getattr(args, "dry_run", False), sidecar=args.sidecar,
+        sidecar_fallback=args.sidecar_fallback, sidecar_naming=args.sidecar_naming or "ext",
+        run_id=run_id, started_at=started_at)

@@ -13,7 +13,8 @@
 # code launching it: the graph is pickled here and unpickled there).
 # Optional: SERVICE_ACCOUNT (worker service account email), MAX_WORKERS (default 4),
 # MACHINE_TYPE (caption: g2-standard-4, 1 NVIDIA L4, 4 vCPU, 16 GB; writeback: n2-standard-4), GPU_TYPE (nvidia-l4),
-# GPU_COUNT (1), ONE_SDK_PROCESS=1 (see below), DRY_RUN=1 (print the command only),
+# GPU_COUNT (1), DISK_SIZE_GB (50), ONE_SDK_PROCESS=1 (see below), DRY_RUN=1 (print the command only),
+# WORKER_PYTHON (the worker image's Python minor version; default: read from deploy/worker.Dockerfile),
 # ALTBEAM (the command to run; default `altbeam`, or `python -m altbeam.pipelines.cli` from a checkout).
 #
 # What the flags do, and why:
@@ -31,6 +32,10 @@
 #   process per VM that the SDK processes call into), so decoding still runs on all vCPUs.
 #   ONE_SDK_PROCESS=1 instead passes --experiments=no_use_multiple_sdk_containers: one
 #   SDK process (many threads) per VM, one model, but decoding shares one interpreter.
+# * --disk_size_gb 50: the worker image is ~5 GB compressed (TensorFlow + CUDA wheels) and
+#   more unpacked; Dataflow's default boot disk with Shuffle (25 GB) can run out pulling it.
+# * The launcher's Python must be the image's minor version (the graph is pickled here and
+#   unpickled there): this script refuses to submit otherwise, before any VM starts.
 # * --no-progress: the local progress line reads files the workers cannot write; watch the
 #   job's altbeam/* counters in the Dataflow console instead (docs/dataflow.md).
 #
@@ -65,7 +70,26 @@ fi
 GPU_TYPE=${GPU_TYPE:-nvidia-l4}
 GPU_COUNT=${GPU_COUNT:-1}
 MAX_WORKERS=${MAX_WORKERS:-4}
+DISK_SIZE_GB=${DISK_SIZE_GB:-50}
 read -r -a altbeam_cmd <<< "${ALTBEAM:-altbeam}"
+
+# The Python that will pickle the job: the command's own interpreter when it is one,
+# else the python beside the altbeam executable (its virtualenv), else python3.
+launcher_python() {
+  local first=${altbeam_cmd[0]} bin
+  if [[ $(basename "$first") == python* ]]; then echo "$first"; return; fi
+  bin=$(command -v "$first" || true)
+  if [[ -n $bin && -x $(dirname "$bin")/python ]]; then echo "$(dirname "$bin")/python"; else echo python3; fi
+}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+WORKER_PYTHON=${WORKER_PYTHON:-$(sed -nE 's/^FROM python:([0-9]+\.[0-9]+)-.*/\1/p' "$here/worker.Dockerfile")}
+launcher_py_version=$("$(launcher_python)" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [[ $launcher_py_version != "$WORKER_PYTHON" ]]; then
+  echo "launch_dataflow.sh: this launcher runs Python $launcher_py_version but the worker image runs Python $WORKER_PYTHON;" \
+       "the job would fail only after the workers start (pickled on $launcher_py_version, unpickled on $WORKER_PYTHON)." \
+       "Launch from a Python $WORKER_PYTHON environment, or build the image for $launcher_py_version." >&2
+  exit 2
+fi
 
 beam_flags=(
   --runner DataflowRunner
@@ -79,6 +103,7 @@ beam_flags=(
   --sdk_location=container
   --machine_type "$MACHINE_TYPE"
   --max_num_workers "$MAX_WORKERS"
+  --disk_size_gb "$DISK_SIZE_GB"
 )
 if [[ -n "${SERVICE_ACCOUNT:-}" ]]; then
   beam_flags+=(--service_account_email "$SERVICE_ACCOUNT")

@@ -50,7 +50,13 @@ import altbeam.pipelines.caption.pipeline, altbeam.pipelines.writeback.pipeline"
 # Run the workers from outside the source folder so they import the installed package.
 WORKDIR /
 # TensorFlow: take GPU memory as needed instead of all of it up front.
+# Dataflow's install-nvidia-driver mounts the driver's libraries (libcuda.so) at
+# /usr/local/nvidia/lib64 on GPU VMs; python:slim does not search there, and without it
+# TensorFlow finds no GPU and quietly runs on the CPU (the caption job logs the device
+# of its first batch; --require-gpu turns a missing GPU into an error).
 ENV TF_FORCE_GPU_ALLOW_GROWTH=true \
-    TF_CPP_MIN_LOG_LEVEL=2
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/nvidia/lib \
+    PATH=/usr/local/nvidia/bin:$PATH
 
 ENTRYPOINT ["/opt/apache/beam/boot"]

@@ -231,7 +231,9 @@ def test_launch_script_submits_a_gpu_job(gcs_bucket, gcs_model, tmp_path):
     done = run_launcher(env, *caption_args, f"--template_location=gs://{b}/t/job.json")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "--share-model" in done.stderr                     # the command is echoed
-    assert_gpu_job(read_job(gcs_bucket, "t/job.json"), one_sdk_process=False)
+    job = read_job(gcs_bucket, "t/job.json")
+    assert_gpu_job(job, one_sdk_process=False)
+    assert job["environment"]["workerPools"][0]["diskSizeGb"] == 50   # room for the image
 
     # ONE_SDK_PROCESS=1: one SDK process per VM instead of a shared model process.
     dry = run_launcher({**env, "ONE_SDK_PROCESS": "1", "DRY_RUN": "1"}, *caption_args)
@@ -243,6 +245,14 @@ def test_launch_script_submits_a_gpu_job(gcs_bucket, gcs_model, tmp_path):
     assert no_model.returncode == 2 and "give --model gs://" in no_model.stderr
     no_env = run_launcher({"PROJECT": "", "IMAGE": ""}, *caption_args)
     assert no_env.returncode == 2 and "set PROJECT" in no_env.stderr and "IMAGE" in no_env.stderr
+
+    # A launcher on another Python minor than the worker image's is refused before
+    # anything is submitted (the job would fail only once the VMs unpickle it).
+    other = f"{sys.version_info.major}.{sys.version_info.minor + 1}"
+    wrong_py = run_launcher({**env, "WORKER_PYTHON": other}, *caption_args,
+                            f"--template_location=gs://{b}/t/wrong.json")
+    assert wrong_py.returncode == 2 and f"worker image runs Python {other}" in wrong_py.stderr
+    assert not gcs_bucket.blob("t/wrong.json").exists()
 
 
 # --- Dockerfiles against the repository and constraints.txt --------------------------------
@@ -296,6 +306,9 @@ def test_dockerfile_copies_existing_paths_and_pins_setup_versions(name):
         assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in lines
         assert '"tensorflow[and-cuda]==${TF_VERSION}"' in " ".join(lines)
         assert any("libimage-exiftool-perl" in ln for ln in lines)
+        # Dataflow mounts the NVIDIA driver here; TensorFlow must find libcuda.so.
+        env = next(ln for ln in lines if ln.startswith("ENV ") and "LD_LIBRARY_PATH" in ln)
+        assert "LD_LIBRARY_PATH=/usr/local/nvidia/lib64" in env
     else:
         assert froms == [f"gcr.io/dataflow-templates-base/python{py.replace('.', '')}"
                          "-template-launcher-base"]

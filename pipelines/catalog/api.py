@@ -3,7 +3,8 @@
 A catalog (see :mod:`altbeam.schemas.catalog`) is a folder of per-table shard folders plus run
 summaries. This module finds the shards, and gives them to DuckDB as views:
 
-``catalog``          the latest row per ``uri`` (by ``processed_at``, then ``run_id``);
+``catalog``          the latest row per ``uri`` (newest ``processed_at``, then greatest
+                     ``run_id``: :data:`altbeam.pipelines.catalog.layout.LATEST_BY`);
                      every row of every run when ``all_runs=True``
 ``catalog_history``  every row of every run, always
 ``errors``           one row per failed input, all runs
@@ -37,9 +38,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from altbeam.pipelines.catalog.layout import LATEST_ORDER_SQL, run_summaries_glob, shard_glob
+from altbeam.pipelines.runtime.uris import is_remote, local_path
 from altbeam.schemas.catalog import TABLES, table_dir
 
-SHARD_PATTERN = "run-*.parquet"
 VIEWS = ("catalog", "catalog_history", "errors", "writeback", "runs")
 # Run summary keys promoted to columns of the `runs` view (others stay in `summary`).
 RUN_KEYS = {"run_id": pa.string(), "model_version": pa.string(), "started_at": pa.string(),
@@ -51,14 +53,6 @@ class CatalogError(Exception):
     """The catalog cannot be read: missing, not a catalog, or unreadable (message says why)."""
 
 
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
-
-
 def _stage_remote(path: str) -> str:
     """Copy a gs:// (or other Beam-readable) catalog's tables to a local temp folder."""
     from apache_beam.io.filesystems import FileSystems  # slow import: only when remote
@@ -66,9 +60,10 @@ def _stage_remote(path: str) -> str:
     local = tempfile.mkdtemp(prefix="altbeam-catalog-")
     atexit.register(shutil.rmtree, local, True)
     found = False
-    for table, pattern in [(t, SHARD_PATTERN) for t in TABLES] + [("runs", "*.json")]:
+    for table, pattern in ([(t, shard_glob(path, t)) for t in TABLES]
+                           + [("runs", run_summaries_glob(path))]):
         try:
-            matches = FileSystems.match([f"{table_dir(path, table)}/{pattern}"])[0].metadata_list
+            matches = FileSystems.match([pattern])[0].metadata_list
         except Exception as exc:  # Beam raises BeamIOError with per-pattern causes
             raise CatalogError(f"cannot list {table_dir(path, table)}: {exc}") from exc
         os.makedirs(os.path.join(local, table), exist_ok=True)
@@ -87,7 +82,7 @@ def resolve(path: str) -> str:
     """A local folder holding the catalog at ``path`` (staged first when remote)."""
     if is_remote(path):
         return _stage_remote(path)
-    path = _local(path)
+    path = local_path(path)
     if not os.path.exists(path):
         raise CatalogError(f"catalog not found: {path} (no such directory)")
     if not os.path.isdir(path):
@@ -100,8 +95,7 @@ def resolve(path: str) -> str:
 
 def shard_files(local_catalog: str, table: str) -> list[str]:
     """Absolute paths of one table's Parquet shards, sorted (empty when none)."""
-    pattern = os.path.join(table_dir(local_catalog, table), SHARD_PATTERN)
-    return sorted(os.path.abspath(p) for p in glob.glob(pattern))
+    return sorted(os.path.abspath(p) for p in glob.glob(shard_glob(local_catalog, table)))
 
 
 def read_run_summaries(path: str) -> list[dict]:
@@ -112,7 +106,7 @@ def read_run_summaries(path: str) -> list[dict]:
     """
     local = resolve(path)
     summaries = []
-    for file in sorted(glob.glob(os.path.join(local, "runs", "*.json"))):
+    for file in sorted(glob.glob(run_summaries_glob(local))):
         run_id = os.path.basename(file)[: -len(".json")]
         try:
             with open(file, encoding="utf-8") as f:
@@ -179,8 +173,7 @@ def connect(path: str, *, all_runs: bool = False, locked: bool = False
         con.execute("CREATE VIEW catalog AS SELECT * FROM catalog_history")
     else:
         con.execute("CREATE VIEW catalog AS SELECT * FROM catalog_history QUALIFY "
-                    "row_number() OVER (PARTITION BY uri ORDER BY processed_at DESC, "
-                    "run_id DESC) = 1")
+                    f"row_number() OVER (PARTITION BY uri ORDER BY {LATEST_ORDER_SQL}) = 1")
     if locked:
         con.execute("SET allowed_paths = ?", [allowed])
         con.execute("SET autoinstall_known_extensions = false")

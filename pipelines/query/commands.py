@@ -16,9 +16,10 @@ import sys
 
 import duckdb
 
-from altbeam.pipelines.catalog.api import CatalogError, connect, is_remote
+from altbeam.pipelines.catalog.api import CatalogError, connect
 from altbeam.pipelines.query.output import FORMATS, write_result
 from altbeam.pipelines.query.search import SearchFilters, search
+from altbeam.pipelines.runtime.uris import is_remote, local_path
 from altbeam.schemas.catalog import TABLES
 
 ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -80,7 +81,7 @@ def _check_out(out: str | None, catalog: str) -> None:
         return
     target = os.path.realpath(out)
     for table in (*TABLES, "runs"):
-        folder = os.path.realpath(os.path.join(catalog, table))
+        folder = os.path.realpath(os.path.join(local_path(catalog), table))
         if os.path.commonpath([target, folder]) == folder:
             raise ValueError(f"--out {out} is inside the catalog's {table}/ folder; "
                              "altbeam query never writes into the catalog")

@@ -14,6 +14,8 @@ import os
 
 from PIL import Image, ImageOps
 
+from altbeam.pipelines.runtime.uris import is_remote, local_path
+
 MAX_SOURCE_BYTES = 256 << 20   # don't pull huge files into memory for a 160 px preview
 BYTES_AT_160 = 3800            # base64 image data of a 160 px photo thumbnail, past headers
 
@@ -32,13 +34,12 @@ class Thumbnail:
 
 def read_source(uri: str) -> bytes:
     """The bytes of the image at ``uri`` (at most MAX_SOURCE_BYTES + 1 of them)."""
-    if "://" in uri and not uri.startswith("file://"):
+    if is_remote(uri):
         from apache_beam.io.filesystems import FileSystems  # slow import: only when remote
 
         with FileSystems.open(uri) as f:
             return f.read(MAX_SOURCE_BYTES + 1)
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
-    with open(path, "rb") as f:
+    with open(local_path(uri), "rb") as f:
         return f.read(MAX_SOURCE_BYTES + 1)
 
 

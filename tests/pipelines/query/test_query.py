@@ -251,9 +251,11 @@ def test_bad_sql_and_missing_catalog_fail_clearly(catalog, tmp_path, capsys):
     assert status == 1 and "not an altbeam catalog" in err
 
 
-def test_out_inside_catalog_is_refused(catalog, capsys):
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_out_inside_catalog_is_refused(catalog, capsys, as_uri):
     target = catalog / "catalog" / "run-evil-00000-of-00001.parquet"
-    status, _, err = run_query(capsys, catalog, "SELECT * FROM catalog",
+    where = f"file://{catalog}" if as_uri else catalog     # file:// is the same local folder
+    status, _, err = run_query(capsys, where, "SELECT * FROM catalog",
                                "--format", "parquet", "--out", target)
     assert status == 1 and "never writes into the catalog" in err
     assert not target.exists()

@@ -3,9 +3,10 @@
 Every input goes through Beam's ``FileSystems`` (so any Beam filesystem works), except
 that local directories are walked with ``os.walk`` so symlinks can be policed:
 
-* a local directory is read recursively; a glob (``*``, ``?``, ``[``, ``**``) is
-  matched as given; a ``gs://bucket/prefix`` (or any other scheme) that is not an
-  object is read as a prefix, recursively; a single file is taken as is;
+* a local directory (a path or a ``file://`` URI: see runtime.uris) is read
+  recursively; a glob (``*``, ``?``, ``[``, ``**``) is matched as given; a
+  ``gs://bucket/prefix`` (or any other scheme) that is not an object is read as a
+  prefix, recursively; a single file is taken as is;
 * ``@list.txt`` (or ``--input-list FILE``) names a text file with one URI per line
   (blank lines and ``#`` comments ignored);
 * files are kept when their extension is an image type (``IMAGE_EXTENSIONS``) and
@@ -13,6 +14,9 @@ that local directories are walked with ``os.walk`` so symlinks can be policed:
 * security: a symlink whose target lies outside the input root it was found under is
   not followed (it becomes an error row) unless ``--follow-symlinks``; symlinked
   directories are only descended with ``--follow-symlinks``.
+
+The listing decisions are plain functions (`list_input` and the ones it calls), so
+they run and are tested without a pipeline; `ExpandInput` only counts and routes.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from altbeam.pipelines.caption.decode import HEIF_SUPPORTED, read_error_type
 from altbeam.pipelines.runtime.progress import Tally
+from altbeam.pipelines.runtime.uris import is_remote, local_path
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
@@ -55,10 +60,6 @@ class ListError:
     message: str
 
 
-def is_local(uri: str) -> bool:
-    return "://" not in uri
-
-
 def read_input_list(path: str) -> list[str]:
     """URIs from a list file (local or any Beam filesystem), one per line."""
     with FileSystems.open(path) as f:
@@ -78,18 +79,142 @@ def expand_input_args(inputs: list[str], input_lists: list[str] | None = None) -
     return [u for u in out if not (u in seen or seen.add(u))]
 
 
-def _has_image_extension(uri: str, extensions: frozenset[str]) -> bool:
+def has_image_extension(uri: str, extensions: frozenset[str]) -> bool:
+    """The file name's extension (lower-cased, with its dot) is one of ``extensions``."""
     return os.path.splitext(uri.rsplit("/", 1)[-1])[1].lower() in extensions
 
 
-def _within(path: str, root: str) -> bool:
+def within_root(path: str, root: str) -> bool:
+    """``path`` is ``root`` or lies under it (both already resolved by realpath)."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _glob_root(pattern: str) -> str:
+def glob_root(pattern: str) -> str:
     """The literal directory in front of the first glob character."""
     head = _GLOB.split(pattern, maxsplit=1)[0]
     return os.path.dirname(head) or "."
+
+
+def list_input(spec: str, extensions: frozenset[str] = IMAGE_EXTENSIONS,
+               max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+               follow_symlinks: bool = False) -> list[FileRecord | ListError]:
+    """Everything one input argument yields: its image files, and an error per file
+    or folder that cannot be taken (an input that cannot be listed at all: one error)."""
+    try:
+        if is_remote(spec):
+            items = list(list_remote(spec, extensions))
+        else:
+            items = list(list_local(local_path(spec), extensions, follow_symlinks))
+    except Exception as e:  # noqa: BLE001 - an unreadable input must not stop the run
+        return [ListError(spec, type(e).__name__, f"{spec}: cannot list input: {e}")]
+    return [size_checked(item, max_file_size) for item in items]
+
+
+def size_checked(item: FileRecord | ListError, max_file_size: int) -> FileRecord | ListError:
+    """A file over ``max_file_size`` becomes a "too_large" error; anything else passes."""
+    if isinstance(item, FileRecord) and item.size_bytes > max_file_size:
+        return ListError(item.uri, "too_large",
+                         f"{item.uri}: file is {item.size_bytes:,} bytes, over the "
+                         f"--max-file-size limit of {max_file_size:,} bytes")
+    return item
+
+
+# -- local paths: walked here so symlinks can be checked against the root ----------
+def list_local(spec: str, extensions: frozenset[str], follow_symlinks: bool = False):
+    """A folder (recursive), a glob or one file -> FileRecords and ListErrors."""
+    path = os.path.abspath(os.path.expanduser(spec))
+    if os.path.isdir(path):
+        yield from walk_folder(path, extensions, follow_symlinks)
+    elif _GLOB.search(spec):
+        root = os.path.realpath(glob_root(path))
+        for result in FileSystems.match([path]):
+            for md in result.metadata_list:
+                if has_image_extension(md.path, extensions):
+                    yield stat_file(md.path, root, follow_symlinks)
+    elif os.path.lexists(path):
+        # An explicitly named file is taken whatever its extension.
+        yield stat_file(path, os.path.realpath(os.path.dirname(path)), follow_symlinks)
+    else:
+        yield ListError(spec, "not_found", f"{spec}: input does not exist")
+
+
+def walk_folder(root: str, extensions: frozenset[str], follow_symlinks: bool = False):
+    """Every image file under ``root`` (sorted), and an error per folder it cannot list."""
+    real_root = os.path.realpath(root)
+    seen = {real_root}
+    unlistable: list[ListError] = []
+
+    def walk_error(e: OSError):
+        # os.walk skips a folder it cannot list; say so instead of losing its files.
+        where = e.filename or root
+        unlistable.append(ListError(where, read_error_type(e),
+                                    f"{where}: cannot list folder: {e.strerror or e}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks,
+                                                onerror=walk_error):
+        yield from unlistable
+        unlistable.clear()
+        # Without --follow-symlinks os.walk skips symlinked dirs; with it, never
+        # enter the same real directory twice (symlink cycles).
+        keep = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if has_image_extension(name, extensions):
+                yield stat_file(os.path.join(dirpath, name), real_root, follow_symlinks)
+    yield from unlistable
+
+
+def stat_file(path: str, real_root: str, follow_symlinks: bool = False
+              ) -> FileRecord | ListError:
+    """One local file as a FileRecord, or why it is not taken (a symlink leaving
+    ``real_root`` without ``follow_symlinks``, a broken link or loop, a failed stat)."""
+    # One file that vanished or loops fails alone, never the whole folder's listing.
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return ListError(path, "symlink_loop",
+                             f"{path}: symlink loop (too many levels of symbolic links)")
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return ListError(path, "broken_symlink", f"{path}: symlink target "
+                             f"{os.path.realpath(path)} does not exist")
+        return ListError(path, read_error_type(e), f"{path}: cannot stat: {e.strerror or e}")
+    real = os.path.realpath(path)
+    if not follow_symlinks and not within_root(real, real_root):
+        return ListError(path, "symlink_outside_root",
+                         f"{path}: symlink to {real}, outside the input root "
+                         f"{real_root}; not followed (pass --follow-symlinks to allow)")
+    return FileRecord(uri=path, size_bytes=st.st_size, mtime_us=st.st_mtime_ns // 1000)
+
+
+# -- any other Beam filesystem ----------------------------------------------------
+def list_remote(spec: str, extensions: frozenset[str]):
+    """A remote object, glob or prefix (recursive) -> FileRecords, or one not_found error."""
+    if _GLOB.search(spec.split("://", 1)[1]):
+        patterns, explicit = [spec], False
+    else:
+        exact = FileSystems.match([spec])[0].metadata_list
+        if exact:
+            patterns, explicit = [spec], True
+        else:
+            patterns, explicit = [spec.rstrip("/") + "/**"], False
+    found = False
+    for result in FileSystems.match(patterns):
+        for md in result.metadata_list:
+            if md.path.endswith("/"):
+                continue  # "directory" placeholder objects
+            found = True
+            if explicit or has_image_extension(md.path, extensions):
+                mtime = md.last_updated_in_seconds
+                yield FileRecord(uri=md.path, size_bytes=md.size_in_bytes,
+                                 mtime_us=round(mtime * 1e6) if mtime else None)
+    if not found:
+        yield ListError(spec, "not_found", f"{spec}: no objects under this input")
 
 
 class ExpandInput(beam.DoFn):
@@ -106,20 +231,10 @@ class ExpandInput(beam.DoFn):
         self._tally = Tally(self._progress_dir)
 
     def process(self, spec: str):
-        try:
-            items = list(self._local(spec) if is_local(spec) else self._remote(spec))
-        except Exception as e:  # noqa: BLE001 - an unreadable input must not stop the run
-            items = [ListError(spec, type(e).__name__, f"{spec}: cannot list input: {e}")]
-        for item in items:
+        for item in list_input(spec, self._extensions, self._max_file_size, self._follow):
             if isinstance(item, ListError):
                 self._tally.add("failed")
                 yield beam.pvalue.TaggedOutput("errors", item)
-            elif item.size_bytes > self._max_file_size:
-                self._tally.add("failed")
-                yield beam.pvalue.TaggedOutput("errors", ListError(
-                    item.uri, "too_large",
-                    f"{item.uri}: file is {item.size_bytes:,} bytes, over the "
-                    f"--max-file-size limit of {self._max_file_size:,} bytes"))
             else:
                 self._tally.add("listed")
                 yield item
@@ -127,95 +242,6 @@ class ExpandInput(beam.DoFn):
     def teardown(self):
         if getattr(self, "_tally", None):
             self._tally.flush()
-
-    # -- local paths: walked here so symlinks can be checked against the root ------
-    def _local(self, spec: str):
-        path = os.path.abspath(os.path.expanduser(spec))
-        if os.path.isdir(path):
-            yield from self._walk(path)
-        elif _GLOB.search(spec):
-            root = os.path.realpath(_glob_root(path))
-            for result in FileSystems.match([path]):
-                for md in result.metadata_list:
-                    if _has_image_extension(md.path, self._extensions):
-                        yield self._local_file(md.path, root)
-        elif os.path.lexists(path):
-            # An explicitly named file is taken whatever its extension.
-            yield self._local_file(path, os.path.realpath(os.path.dirname(path)))
-        else:
-            yield ListError(spec, "not_found", f"{spec}: input does not exist")
-
-    def _walk(self, root: str):
-        real_root = os.path.realpath(root)
-        seen = {real_root}
-        unlistable: list[ListError] = []
-
-        def walk_error(e: OSError):
-            # os.walk skips a folder it cannot list; say so instead of losing its files.
-            where = e.filename or root
-            unlistable.append(ListError(where, read_error_type(e),
-                                        f"{where}: cannot list folder: {e.strerror or e}"))
-
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=self._follow,
-                                                    onerror=walk_error):
-            yield from unlistable
-            unlistable.clear()
-            # Without --follow-symlinks os.walk skips symlinked dirs; with it, never
-            # enter the same real directory twice (symlink cycles).
-            keep = []
-            for d in sorted(dirnames):
-                real = os.path.realpath(os.path.join(dirpath, d))
-                if real not in seen:
-                    seen.add(real)
-                    keep.append(d)
-            dirnames[:] = keep
-            for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                if _has_image_extension(name, self._extensions):
-                    yield self._local_file(path, real_root)
-        yield from unlistable
-
-    def _local_file(self, path: str, real_root: str):
-        # One file that vanished or loops fails alone, never the whole folder's listing.
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                return ListError(path, "symlink_loop",
-                                 f"{path}: symlink loop (too many levels of symbolic links)")
-            if e.errno == errno.ENOENT and os.path.islink(path):
-                return ListError(path, "broken_symlink", f"{path}: symlink target "
-                                 f"{os.path.realpath(path)} does not exist")
-            return ListError(path, read_error_type(e), f"{path}: cannot stat: {e.strerror or e}")
-        real = os.path.realpath(path)
-        if not self._follow and not _within(real, real_root):
-            return ListError(path, "symlink_outside_root",
-                             f"{path}: symlink to {real}, outside the input root "
-                             f"{real_root}; not followed (pass --follow-symlinks to allow)")
-        return FileRecord(uri=path, size_bytes=st.st_size, mtime_us=st.st_mtime_ns // 1000)
-
-    # -- any other Beam filesystem ------------------------------------------------
-    def _remote(self, spec: str):
-        if _GLOB.search(spec.split("://", 1)[1]):
-            patterns, explicit = [spec], False
-        else:
-            exact = FileSystems.match([spec])[0].metadata_list
-            if exact:
-                patterns, explicit = [spec], True
-            else:
-                patterns, explicit = [spec.rstrip("/") + "/**"], False
-        found = False
-        for result in FileSystems.match(patterns):
-            for md in result.metadata_list:
-                if md.path.endswith("/"):
-                    continue  # "directory" placeholder objects
-                found = True
-                if explicit or _has_image_extension(md.path, self._extensions):
-                    mtime = md.last_updated_in_seconds
-                    yield FileRecord(uri=md.path, size_bytes=md.size_in_bytes,
-                                     mtime_us=round(mtime * 1e6) if mtime else None)
-        if not found:
-            yield ListError(spec, "not_found", f"{spec}: no objects under this input")
 
 
 def _first(records):

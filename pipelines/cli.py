@@ -10,8 +10,11 @@ import atexit
 import importlib
 import logging
 import os
-import re
 import sys
+
+# The run-id rule lives with the catalog's file names (the CLI checks it early, for
+# every subcommand). Light: pyarrow via the schemas, no Beam, no TensorFlow.
+from altbeam.pipelines.catalog.layout import check_run_id
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "caption": ("altbeam.pipelines.caption.pipeline:main", "caption image folders/buckets into a Parquet catalog"),
@@ -24,20 +27,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("altbeam.model.evaluation.evaluate:main", "score a model with BLEU/METEOR/ROUGE-L/CIDEr"),
     "export": ("altbeam.model.serving.export:main", "export a trained checkpoint as a serving SavedModel"),
 }
-
-
-# Run ids name files (CATALOG/<table>/run-<id>-….parquet, CATALOG/runs/<id>.json), so
-# they may hold no path separator and no "..": a crafted id cannot leave the catalog.
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-def check_run_id(run_id: str) -> str:
-    """``run_id`` if it is safe as part of a file name; ValueError naming the rule if not."""
-    if not RUN_ID.fullmatch(run_id or "") or ".." in run_id:
-        raise ValueError(f"--run-id {run_id!r}: use 1-128 letters, digits, '_', '-' or "
-                         "'.', starting with a letter or digit, without '..' (it names "
-                         "the catalog's files)")
-    return run_id
 
 
 def _run_id_arg(argv: list[str]) -> str | None:

@@ -1,36 +1,27 @@
-"""Reading and writing the catalog: rows, the incremental index, Parquet shards, run summary.
+"""Writing and reading the catalog's tables with Beam: rows, Parquet shards, run summary.
 
-Incremental rule (also in docs/pipeline.md). For each listed file, the catalog's
-latest row for the same ``uri`` (latest ``processed_at``) decides:
-
-* no row: the image is new and is captioned;
-* same ``size_bytes`` and same ``mtime`` (to the microsecond): unchanged, skipped
-  without reading the file;
-* size or mtime differ: the file is read and hashed; if its SHA-256 equals the
-  catalogued ``sha256`` the content is unchanged (only touched/copied) and it is
-  skipped, otherwise it is captioned again and the new row supersedes the old one.
-
-``--force`` captions everything. Only finalized shards are read
-(``CATALOG/catalog/run-*.parquet``): Beam writes into a ``beam-temp-*`` subfolder and
-renames into place on finalize, so the partial output of a killed run is never in the
-index and its images are simply captioned by the next run; a shard that was renamed
-before the kill is complete, and its images are skipped, so no image gets two rows
-from the pair of runs.
+File names and the run-id rule are in :mod:`altbeam.pipelines.catalog.layout`; the
+incremental index the caption job reads back is in
+:mod:`altbeam.pipelines.caption.incremental`.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import time
-from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from altbeam.pipelines.caption.decode import ImageInfo
-from altbeam.pipelines.cli import check_run_id  # the rule; cli imports nothing heavy
+from altbeam.pipelines.catalog.layout import (
+    SHARD_SUFFIX,
+    finalized_shards,
+    run_summary_path,
+    shard_prefix,
+)
 from altbeam.pipelines.runtime.progress import Tally
-from altbeam.schemas import CATALOG_SCHEMA, ERRORS_SCHEMA, table_dir, table_prefix
+from altbeam.schemas import CATALOG_SCHEMA, ERRORS_SCHEMA
 
 UTC = dt.UTC
 
@@ -39,7 +30,8 @@ def _from_us(us: int | None) -> dt.datetime | None:
     return None if us is None else dt.datetime.fromtimestamp(us / 1e6, tz=UTC)
 
 
-def _to_us(value) -> int | None:
+def to_us(value) -> int | None:
+    """A timestamp (aware or UTC-naive datetime, or microseconds) as microseconds."""
     if value is None:
         return None
     if isinstance(value, dt.datetime):
@@ -111,67 +103,6 @@ class ToCatalogRows(beam.DoFn):
         self._tally.flush()
 
 
-def finalized_shards(catalog: str, table: str = "catalog") -> list[str]:
-    """Finalized Parquet shards of a table (not Beam's beam-temp-* leftovers)."""
-    pattern = table_dir(catalog, table) + "/run-*.parquet"
-    try:
-        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    except Exception:  # noqa: BLE001 - a missing catalog folder simply has no shards
-        return []
-
-
-def _latest(rows: Iterable[tuple]) -> tuple:
-    return max(rows, key=lambda r: r[0])
-
-
-class ReadCatalogIndex(beam.PTransform):
-    """Existing catalog -> (uri, (size_bytes, mtime_us, sha256)) for the latest row per uri."""
-
-    def __init__(self, catalog: str):
-        super().__init__()
-        self._catalog = catalog
-
-    def expand(self, pbegin):
-        shards = finalized_shards(self._catalog)
-        if not shards:
-            return pbegin | "NoCatalogYet" >> beam.Create([])
-        rows = pbegin | "ReadShards" >> beam.io.ReadFromParquet(
-            table_dir(self._catalog, "catalog") + "/run-*.parquet",
-            columns=["uri", "size_bytes", "mtime", "sha256", "processed_at"])
-        return (rows
-                | "ToIndexEntry" >> beam.Map(lambda r: (r["uri"], (
-                    _to_us(r["processed_at"]), r["size_bytes"], _to_us(r["mtime"]),
-                    r["sha256"])))
-                | "LatestPerUri" >> beam.CombinePerKey(_latest)
-                | "DropProcessedAt" >> beam.MapTuple(lambda uri, v: (uri, v[1:])))
-
-
-class SkipUnchanged(beam.DoFn):
-    """FileRecord -> FileRecord to process (main) or uri ("unchanged")."""
-
-    def __init__(self, progress_dir: str | None = None):
-        self._progress_dir = progress_dir
-
-    def setup(self):
-        self._tally = Tally(self._progress_dir)
-
-    def process(self, record, index):
-        known = index.get(record.uri)
-        if known is None:
-            yield record
-            return
-        size, mtime_us, sha, *versions = known   # versions: see caption.AddOwnWrites
-        if size == record.size_bytes and mtime_us == record.mtime_us:
-            self._tally.add("unchanged")
-            yield beam.pvalue.TaggedOutput("unchanged", record.uri)
-        else:  # changed size/mtime: the decode step confirms with the content hash
-            yield type(record)(record.uri, record.size_bytes, record.mtime_us, sha,
-                               tuple(versions[0]) if versions else ())
-
-    def finish_bundle(self):
-        self._tally.flush()
-
-
 class WriteTable(beam.PTransform):
     """Rows -> ``CATALOG/<table>/run-<run_id>-SSSSS-of-NNNNN.parquet`` (finalized names)."""
 
@@ -183,28 +114,8 @@ class WriteTable(beam.PTransform):
 
     def expand(self, rows):
         return rows | "WriteToParquet" >> beam.io.WriteToParquet(
-            self._prefix, schema=self._schema, file_name_suffix=".parquet",
+            self._prefix, schema=self._schema, file_name_suffix=SHARD_SUFFIX,
             num_shards=self._num_shards)
-
-
-def checked_run_id(run_id: str) -> str:
-    """``run_id`` if it is safe inside a file name, else ValueError naming the rule.
-
-    Every file a run writes into the catalog is named here (`shard_prefix`,
-    `run_summary_path`), so this is the one place that a run id from the CLI, the
-    Python API (CaptionConfig, WritebackOptions) or a caller's own pipeline always
-    passes: "../x" can never name a file outside the catalog.
-    """
-    return check_run_id(run_id)
-
-
-def shard_prefix(catalog: str, table: str, run_id: str) -> str:
-    """``CATALOG/<table>/run-<run_id>``, the shard prefix of one run's output of a table."""
-    return table_prefix(catalog, table, checked_run_id(run_id))
-
-
-def run_summary_path(catalog: str, run_id: str) -> str:
-    return f"{table_dir(catalog, 'runs')}/{checked_run_id(run_id)}.json"
 
 
 def write_run_summary(_, *, catalog: str, run_id: str, started_at: float, config: dict,

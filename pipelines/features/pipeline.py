@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from altbeam.pipelines.caption.decode import ImageDecodeError, decode_image
+from altbeam.pipelines.runtime.runner import new_pipeline, run_pipeline
 
 log = logging.getLogger("altbeam.features")
 
@@ -138,9 +139,10 @@ def run(argv=None) -> dict:
     print(f"altbeam features: encoding {len(items)} images ({', '.join(splits)}) with "
           f"{args.encoder} at {image_size}px -> {args.out}", file=sys.stderr)
     options = PipelineOptions(flags=beam_args)
-    with beam.Pipeline(options=options) as p:
-        build(p, items, args.out, splits, args.encoder, args.weights, args.batch_size,
-              args.num_shards)
+    p = new_pipeline(options)
+    build(p, items, args.out, splits, args.encoder, args.weights, args.batch_size,
+          args.num_shards)
+    run_pipeline(p)
     summary = {"encoder": args.encoder, "image_size": image_size, "grid": grid,
                "channels": channels, "dataset": args.dataset, "splits": splits,
                "images": len(items), "seconds": round(time.time() - start, 1)}

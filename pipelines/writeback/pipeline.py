@@ -22,36 +22,31 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (
-    PipelineOptions,
-    SetupOptions,
-    StandardOptions,
-)
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from altbeam.pipelines.catalog.beam_io import (
-    checked_run_id,
+from altbeam.pipelines.catalog.beam_io import read_table_rows
+from altbeam.pipelines.catalog.layout import (
+    check_run_id,
     finalized_shards,
-    read_table_rows,
+    latest_row,
+    shard_glob,
     shard_prefix,
 )
+from altbeam.pipelines.runtime.runner import new_pipeline, new_run_id, run_pipeline
 from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
-from altbeam.pipelines.writeback.files import (
-    Annotator,
-    Skip,
+from altbeam.pipelines.writeback.files import Annotator, sidecar_path
+from altbeam.pipelines.writeback.items import Skip, decision_row
+from altbeam.pipelines.writeback.options import (
     WritebackOptions,
-    decision_row,
-    sidecar_path,
+    add_writeback_flags,
+    writeback_options,
 )
 from altbeam.pipelines.writeback.rules import FIELDS
 from altbeam.schemas import WRITEBACK_SCHEMA, table_dir
 
 
-def _latest(rows):
-    return max(rows, key=lambda r: (r["processed_at"], r["run_id"]))
-
-
 class ReadLatestCatalog(beam.PTransform):
-    """CATALOG -> its latest catalog row per uri (finalized shards only)."""
+    """CATALOG -> its latest catalog row per uri (finalized shards only; see layout.LATEST_BY)."""
 
     def __init__(self, catalog: str):
         super().__init__()
@@ -61,11 +56,22 @@ class ReadLatestCatalog(beam.PTransform):
         if not finalized_shards(self._catalog):
             return pbegin | "EmptyCatalog" >> beam.Create([])
         return (pbegin
-                | "ReadShards" >> beam.io.ReadFromParquet(
-                    table_dir(self._catalog, "catalog") + "/run-*.parquet")
+                | "ReadShards" >> beam.io.ReadFromParquet(shard_glob(self._catalog, "catalog"))
                 | "KeyByUri" >> beam.Map(lambda r: (r["uri"], r))
-                | "LatestPerUri" >> beam.CombinePerKey(_latest)
+                | "LatestPerUri" >> beam.CombinePerKey(latest_row)
                 | "DropKey" >> beam.Values())
+
+
+def own_write_chain(sha256: str, writes: list[tuple[str, str, str]]) -> list[str]:
+    """The hashes of the versions altbeam's writeback produced, one write after another,
+    from the file whose hash is ``sha256``; ``writes``: the uri's logged
+    (sha256_before, sha256_after, run_id). Stops at a cycle (bounded, whatever the log)."""
+    after = {before: sha_after for before, sha_after, _ in writes}
+    chain, sha = [], sha256
+    while sha in after and after[sha] not in chain and len(chain) < 1000:
+        sha = after[sha]
+        chain.append(sha)
+    return chain
 
 
 def _follow_writes(keyed):
@@ -74,14 +80,11 @@ def _follow_writes(keyed):
     still recognises a file it wrote as "the catalogued one"), and the runs that logged
     a write of it (a write by any other run lost its log: see unlogged_own_write)."""
     _, joined = keyed
-    after = {before: sha_after for before, sha_after, _ in joined["writes"]}
-    runs = sorted({run_id for *_, run_id in joined["writes"]})
+    writes = list(joined["writes"])
+    runs = sorted({run_id for *_, run_id in writes})
     for row in joined["rows"]:
-        chain, sha = [], row["sha256"]
-        while sha in after and after[sha] not in chain and len(chain) < 1000:
-            sha = after[sha]
-            chain.append(sha)
-        yield {**row, "_produced_sha256": chain, "_logged_write_runs": runs}
+        yield {**row, "_produced_sha256": own_write_chain(row["sha256"], writes),
+               "_logged_write_runs": runs}
 
 
 class AttachOwnWrites(beam.PTransform):
@@ -96,7 +99,7 @@ class AttachOwnWrites(beam.PTransform):
             return rows
         writes = (rows.pipeline
                   | "ReadWritebackLog" >> beam.io.ReadFromParquet(
-                      table_dir(self._catalog, "writeback") + "/run-*.parquet",
+                      shard_glob(self._catalog, "writeback"),
                       columns=["uri", "action", "sha256_before", "sha256_after",
                                "run_id"])
                   | "OnlyWritten" >> beam.Filter(
@@ -205,32 +208,6 @@ def build(p: beam.Pipeline, catalog: str, options: WritebackOptions,
     return {"decisions": decisions, "log_files": log_files}
 
 
-def add_writeback_flags(group, dry_run: bool) -> None:
-    """The options that decide what is written where; shared with `altbeam caption
-    --write-metadata` so both commands spell them the same way."""
-    group.add_argument("--xmp-description", action="store_true",
-                       help="also write XMP-dc:Description")
-    group.add_argument("--exif-description", action="store_true",
-                       help="also write EXIF:ImageDescription")
-    group.add_argument("--iptc-caption", action="store_true",
-                       help="also write IPTC:Caption-Abstract (UTF-8, at most 2000 bytes)")
-    group.add_argument("--overwrite-existing", action="store_true",
-                       help="replace alt text/descriptions that altbeam did not write")
-    group.add_argument("--min-score", type=float, default=None,
-                       help="write only captions scoring at least this (the catalog's score: "
-                            "mean log-probability per word, e.g. -1.2)")
-    if dry_run:
-        group.add_argument("--dry-run", action="store_true",
-                           help="report what would be written; change no file")
-    group.add_argument("--sidecar", action="store_true",
-                       help="write XMP sidecars instead of touching the images")
-    group.add_argument("--sidecar-fallback", action="store_true",
-                       help="use a sidecar for formats exiftool cannot write (e.g. BMP)")
-    group.add_argument("--sidecar-naming", choices=("ext", "stem"), default=None,
-                       help="ext: photo.jpg.xmp (darktable, digiKam; default); "
-                            "stem: photo.xmp (Lightroom, Capture One)")
-
-
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="altbeam writeback",
@@ -247,37 +224,23 @@ def make_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> dict:
     """Run the writeback; return {"run_id", "counts", "decisions", "exit_code"}."""
-    from altbeam.pipelines.caption.pipeline import _LOCAL_RUNNERS, local_runner, new_run_id
-
     started_at = time.time()   # exiftool temp files older than this are dead runs' leftovers
     ap = make_parser()
     args, beam_argv = ap.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     if args.batch_size < 1:
         ap.error("--batch-size must be at least 1")
     if args.run_id:   # checked again where it names the log's shards (shard_prefix)
-        checked_run_id(args.run_id)
-    fields = ["alt_text"] + [f for f in ("xmp_description", "exif_description",
-                                         "iptc_caption") if getattr(args, f)]
-    options = WritebackOptions(
-        fields=tuple(fields), overwrite_existing=args.overwrite_existing,
-        min_score=args.min_score, dry_run=args.dry_run, sidecar=args.sidecar,
-        sidecar_fallback=args.sidecar_fallback, sidecar_naming=args.sidecar_naming or "ext",
-        run_id=args.run_id or new_run_id(), started_at=started_at)
+        check_run_id(args.run_id)
+    options = writeback_options(args, args.run_id or new_run_id(), started_at)
     catalog = args.catalog.rstrip("/") or "/"
     if not finalized_shards(catalog):
         print(f"altbeam writeback: {catalog}: no catalog shards in "
               f"{table_dir(catalog, 'catalog')}/", file=sys.stderr)
         return {"run_id": options.run_id, "counts": {}, "decisions": [], "exit_code": 1}
-    beam_options = PipelineOptions(flags=beam_argv)
-    beam_options.view_as(SetupOptions).save_main_session = False
-    local = beam_options.view_as(StandardOptions).runner in _LOCAL_RUNNERS
     start = time.monotonic()
-    p = beam.Pipeline(runner=local_runner(beam_options) if local else None,
-                      options=beam_options)
+    p = new_pipeline(PipelineOptions(flags=beam_argv))   # flags=[]: never re-parse sys.argv
     build(p, catalog, options, args.batch_size)
-    state = p.run().wait_until_finish()
-    if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
-        raise RuntimeError(f"pipeline ended in state {state}")
+    run_pipeline(p)
     decisions = [r for r in read_table_rows(catalog, "writeback")
                  if r["run_id"] == options.run_id]
     counts: dict[str, int] = {}

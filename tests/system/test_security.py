@@ -21,7 +21,8 @@ import pytest
 
 from altbeam.pipelines import cli
 from altbeam.pipelines.catalog.beam_io import read_table_rows
-from altbeam.pipelines.writeback.files import Skip, sidecar_path
+from altbeam.pipelines.writeback.files import sidecar_path
+from altbeam.pipelines.writeback.items import Skip
 from altbeam.schemas import ERRORS_SCHEMA
 from tests.support import contract_fixture
 from tests.support.browser import Browser, chromium_or_skip
@@ -203,7 +204,7 @@ def test_run_ids_are_checked_past_the_cli(run_id, tmp_path, sample_photos, contr
     from altbeam.pipelines.caption.inference import ModelInfo
     from altbeam.pipelines.catalog import beam_io as catalog_io
     from altbeam.pipelines.writeback import pipeline as writeback
-    from altbeam.pipelines.writeback.files import WritebackOptions
+    from altbeam.pipelines.writeback.options import WritebackOptions
 
     cat = tmp_path / "deep" / "cat"
     with pytest.raises(caption.CaptionUsageError, match="--run-id"):
@@ -313,8 +314,9 @@ def test_gcs_error_with_bearer_token_fails_one_file_redacted(sample_photos):
     from google.api_core.exceptions import Forbidden
 
     from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
-    from altbeam.pipelines.writeback.files import Annotator, WritebackOptions
+    from altbeam.pipelines.writeback.files import Annotator
     from altbeam.pipelines.writeback.gcs import GcsObjects
+    from altbeam.pipelines.writeback.options import WritebackOptions
 
     class ForbiddenBucket:
         def get_blob(self, name):

@@ -22,7 +22,8 @@ from PIL import Image, ImageCms
 from altbeam.pipelines.catalog.beam_io import read_table_rows
 from altbeam.pipelines.writeback import pipeline as writeback
 from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
-from altbeam.pipelines.writeback.files import Annotator, WritebackOptions
+from altbeam.pipelines.writeback.files import Annotator
+from altbeam.pipelines.writeback.options import WritebackOptions
 from altbeam.pipelines.writeback.rules import pixel_frames
 from altbeam.schemas import CATALOG_SCHEMA, WRITEBACK_SCHEMA
 from tests.support.kill_mid_run import count_changed, file_state, kill_mid_run, some_but_not_all

@@ -1,0 +1,44 @@
+"""WritebackOptions from the command line: one builder for `altbeam writeback` and
+`altbeam caption --write-metadata` (no exiftool, no pipeline)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from altbeam.pipelines.caption.options import parse_args
+from altbeam.pipelines.writeback.options import WritebackOptions, writeback_options
+from altbeam.pipelines.writeback.pipeline import make_parser
+
+FLAGS = ["--xmp-description", "--iptc-caption", "--overwrite-existing", "--min-score", "-1.5",
+         "--sidecar-fallback", "--sidecar-naming", "stem"]
+
+
+def test_both_commands_read_the_same_flags_the_same_way(tmp_path):
+    wb_args, _ = make_parser().parse_known_args(["cat", *FLAGS])
+    from_writeback = writeback_options(wb_args, "r1", started_at=5.0)
+    config, _, _ = parse_args([str(tmp_path), "--catalog", "cat", "--model", "m",
+                               "--run-id", "r1", "--write-metadata", *FLAGS])
+    assert from_writeback == WritebackOptions(
+        fields=("alt_text", "xmp_description", "iptc_caption"), overwrite_existing=True,
+        min_score=-1.5, sidecar_fallback=True, sidecar_naming="stem", run_id="r1",
+        started_at=5.0)
+    assert config.writeback == dataclasses.replace(
+        from_writeback, started_at=config.writeback.started_at)
+    assert config.writeback.started_at > 0
+
+
+def test_defaults_and_dry_run():
+    args, _ = make_parser().parse_known_args(["cat", "--dry-run"])
+    options = writeback_options(args, "r2", started_at=0.0)
+    assert options == WritebackOptions(dry_run=True, run_id="r2")
+    assert options.fields == ("alt_text",) and options.sidecar_naming == "ext"
+
+
+def test_caption_refuses_writeback_flags_without_write_metadata(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args([str(tmp_path), "--catalog", "cat", "--model", "m", "--sidecar"])
+    assert e.value.code == 2
+    assert "--sidecar only applies with --write-metadata" in capsys.readouterr().err
+    config, _, _ = parse_args([str(tmp_path), "--catalog", "cat", "--model", "m"])
+    assert config.writeback is None

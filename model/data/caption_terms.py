@@ -114,6 +114,10 @@ class TermTable:
         self._forms = {tuple(form.split()): term for form, term in forms.items()}
         self._longest = max((len(k) for k in self._forms), default=0)
 
+    def term_of(self, phrase: str) -> str | None:
+        """The term an exact phrase (any surface form) names; None if none ("" a blocker)."""
+        return self._forms.get(tuple(tokenize(phrase)))
+
     def surface_of(self, term: str) -> list[str]:
         """Every surface form (singular and plural) that reads as `term`."""
         return sorted(" ".join(k) for k, t in self._forms.items() if t == term)

@@ -19,9 +19,10 @@ How a caption is read, in order:
 4. Qualifiers: "baby", "adult", "mother", "passenger" directly before another term
    modify it and name nothing themselves: "baby elephant" is an elephant, "passenger
    train" a train, not a person (the rule of Rohrbach et al. 2018's CHAIR code).
-5. Colour homonyms: singular "orange" directly before a word that is not a function
-   word reads as the colour ("orange cat", "orange and white cat"), not the fruit
-   ("an orange", "orange slices", "an orange on a plate", "oranges").
+5. Modifier homonyms: singular "orange" or "glass" directly before a word that is not
+   a function word reads as a colour or material ("orange cat", "orange and white
+   cat", "glass bowl"), not the thing ("an orange", "orange slices", "an orange on a
+   plate", "oranges", "a glass of wine").
 """
 from __future__ import annotations
 
@@ -49,12 +50,13 @@ _IRREGULAR_PLURALS: dict[str, tuple[str, ...]] = {
 }
 _QUALIFIERS = frozenset({"baby", "babies", "adult", "adults", "mother", "mothers",
                          "passenger", "passengers"})
-_COLOUR_HOMONYMS = frozenset({"orange"})
+# Words that also name a colour or material when they modify the next noun.
+_MODIFIER_HOMONYMS = frozenset({"orange", "glass"})
 _COLOURS = frozenset({
     "white", "black", "red", "blue", "green", "yellow", "brown", "grey", "gray", "pink",
     "purple", "orange", "tan", "silver", "gold", "beige",
 })
-# Words after which a colour homonym is still the thing itself ("an orange on a plate").
+# Words after which a modifier homonym is still the thing itself ("an orange on a plate").
 _NOT_MODIFIED = frozenset({
     "a", "an", "the", "on", "in", "at", "by", "with", "next", "near", "of", "from", "to",
     "into", "onto", "under", "beside", "behind", "inside", "for", "that", "which", "is",
@@ -135,7 +137,7 @@ class TermTable:
             length, term = match
             end = i + length
             if term and not self._is_qualifier(words, i, length) \
-                    and not _reads_as_colour(words, i, length):
+                    and not _reads_as_modifier(words, i, length):
                 found.append(TermMention(" ".join(words[i:end]), term, i))
             i = end
         return found
@@ -184,9 +186,9 @@ def read_term_table(path: str | os.PathLike) -> TermTable:
     return TermTable(terms, blockers)
 
 
-def _reads_as_colour(words: list[str], i: int, length: int) -> bool:
-    """'orange cat', 'orange and white cat': the colour, not the fruit."""
-    if length != 1 or words[i] not in _COLOUR_HOMONYMS or i + 1 >= len(words):
+def _reads_as_modifier(words: list[str], i: int, length: int) -> bool:
+    """'orange cat', 'orange and white cat', 'glass bowl': a colour or material."""
+    if length != 1 or words[i] not in _MODIFIER_HOMONYMS or i + 1 >= len(words):
         return False
     after = words[i + 1]
     if after in ("and", "or"):

@@ -29,7 +29,7 @@ def test_longest_match_blockers_and_plurals():
     assert table.surface_of("hot dog") == ["hot dog", "hot dogs", "hotdog", "hotdogs"]
 
 
-def test_qualifiers_and_colour_homonyms():
+def test_qualifiers_and_modifier_homonyms():
     table = TermTable({"person": ["baby", "mother", "passenger"], "elephant": [],
                        "train": [], "orange": [], "cat": []})
     assert table.names("a mother elephant and her baby") == ["elephant", "person"]
@@ -39,6 +39,9 @@ def test_qualifiers_and_colour_homonyms():
     assert table.names("an orange and a cat") == ["orange", "cat"]
     assert table.names("orange slices next to an orange sitting on a table") == ["orange"]
     assert table.names("an orange shirt") == []
+    glass = TermTable({"glass": ["wine glass"], "bowl": []})
+    assert glass.names("a glass bowl") == ["bowl"]
+    assert glass.names("a glass of wine and wine glasses") == ["glass"]
 
 
 def test_conflicting_tables_are_refused(tmp_path):

@@ -47,7 +47,7 @@ from altbeam.pipelines.catalog.beam_io import (
 from altbeam.pipelines.catalog.layout import check_run_id
 from altbeam.pipelines.runtime.progress import ProgressReporter, TallyEach
 from altbeam.pipelines.runtime.redact import redact
-from altbeam.pipelines.runtime.runner import is_local, new_pipeline, run_pipeline
+from altbeam.pipelines.runtime.runner import new_pipeline, run_pipeline, runs_locally
 from altbeam.pipelines.writeback.pipeline import WriteAltText, WriteWritebackLog
 
 
@@ -155,7 +155,7 @@ def run(argv: list[str] | None = None) -> dict:
         raise CaptionUsageError(f"cannot use model {config.model}: {e}") from e
     options = PipelineOptions(flags=beam_argv)   # flags=[]: never re-parse sys.argv
     reporter = None
-    if is_local(options) and not args.no_progress:
+    if runs_locally(options) and not args.no_progress:
         config.progress_dir = tempfile.mkdtemp(prefix="altbeam-progress-")
         reporter = ProgressReporter(config.progress_dir, args.progress_interval)
     print(f"altbeam: run {config.run_id}: model {model.name or model.path} "

@@ -26,7 +26,7 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def is_local(options: PipelineOptions) -> bool:
+def runs_locally(options: PipelineOptions) -> bool:
     return options.view_as(StandardOptions).runner in LOCAL_RUNNERS
 
 
@@ -52,7 +52,7 @@ def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
     # Every DoFn lives in an importable module; the CLI's __main__ holds nothing a
     # worker needs, so its session is never pickled.
     options.view_as(SetupOptions).save_main_session = False
-    return beam.Pipeline(runner=local_runner(options) if is_local(options) else None,
+    return beam.Pipeline(runner=local_runner(options) if runs_locally(options) else None,
                          options=options)
 
 

@@ -22,7 +22,7 @@ def test_new_run_ids_sort_by_time_and_name_files():
     ([], True), (["--runner", "DirectRunner"], True), (["--runner=direct"], True),
     (["--runner", "DataflowRunner"], False)])
 def test_which_runs_are_local(flags, local):
-    assert runner.is_local(PipelineOptions(flags=flags)) is local
+    assert runner.runs_locally(PipelineOptions(flags=flags)) is local
 
 
 def test_a_local_pipeline_runs_in_process_and_its_output_is_there(tmp_path):

@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 
+from altbeam.pipelines.runtime.uris import local_path
 from altbeam.pipelines.writeback.exiftool_session import ExifResult, ExifToolSession, file_arg
 from altbeam.pipelines.writeback.gcs import ConcurrentChange, GcsObjects
 from altbeam.pipelines.writeback.items import Item, Skip, decision_row, sha256_hex
@@ -120,7 +121,7 @@ class Annotator:
                            f"{row.get('format')} files; use --sidecar or --sidecar-fallback")
             use_sidecar = True
         side_uri = sidecar_path(uri, opts.sidecar_naming)
-        if uri.startswith("gs://"):
+        if uri.startswith("gs://"):   # the one object store written (through its own client)
             item = self._prepare_gcs(row, side_uri, use_sidecar)
         else:
             item = self._prepare_local(row, side_uri, use_sidecar)
@@ -134,13 +135,13 @@ class Annotator:
 
     def _prepare_local(self, row: dict, side: str, use_sidecar: bool) -> Item:
         uri = row["uri"]
-        path = os.path.abspath(uri)
+        path = os.path.abspath(local_path(uri))
         if not os.path.lexists(path):
             raise Skip(f"missing: {uri}: file not found")
         if os.path.islink(path):
             raise Skip(f"symlink: {uri}: is a symlink; writing would replace the link, "
                        "so it is left alone (annotate its target instead)")
-        side = os.path.abspath(side)
+        side = os.path.abspath(local_path(side))
         if os.path.dirname(side) != os.path.dirname(path):   # cannot happen; belt and braces
             raise Skip(f"bad_name: {uri}: sidecar {side} would leave the image's folder")
         if os.path.islink(side):

@@ -314,6 +314,22 @@ def test_failed_verification_restores_the_original(sample_photos, tmp_path):
     assert oct(os.stat(p).st_mode & 0o777) == oct(0o644)
 
 
+def test_a_file_uri_row_is_written_as_the_local_file_it_names(sample_photos, tmp_path):
+    folder = tmp_path / "photos"
+    paths = [photo(sample_photos, folder, name, index=i) for i, name in enumerate(["f.jpg",
+                                                                                    "s.jpg"])]
+    image_row, side_row = ({"uri": f"file://{p}", "sha256": sha(p), "caption": CAPTION,
+                            "score": -0.5, "model_version": "m1", "format": "JPEG"}
+                           for p in paths)
+    (image,) = annotate([image_row], run_id="f1")
+    (side,) = annotate([side_row], run_id="f2", sidecar=True)
+    assert image["action"] == "written", image["reason"]
+    assert tags(paths[0])["XMP-iptcCore:AltTextAccessibility"] == CAPTION
+    assert (side["action"], side["target"]) == ("written", f"{paths[1]}.xmp"), side
+    assert b"AltTextAccessibility" in (folder / "s.jpg.xmp").read_bytes()
+    assert sorted(os.listdir(folder)) == ["f.jpg", "s.jpg", "s.jpg.xmp"]
+
+
 def test_kill_mid_run_leaves_files_whole(sample_photos, tmp_path):
     """SIGKILL a writeback after its first files: each file is whole, old or new.
 

@@ -33,13 +33,26 @@ camera_make            string                      EXIF Make
 camera_model           string                      EXIF Model
 existing_alt_text      string                      alt text already in the file (XMP/IPTC)
 existing_description   string                      description already in the file
+caption_status         string                      ok | unsure | contradicted | too_small |
+                                                   blank (v2; null in v1 shards)
+objects                list<string>                object words the caption names (v2)
+keywords               list<string>                concepts the CNN is confident of (v2)
+keyword_scores         list<float32>               their scores, same order (v2)
+pixels_from            string                      where the pixels came from: ``file``, or
+                                                   e.g. ``PreviewImage`` of a RAW file (v2)
 =====================  ==========================  ===========================================
+
+Schema evolution: a new version only *appends* nullable columns (never renames,
+retypes or drops one), so shards of every version read together — DuckDB with
+``union_by_name``, pyarrow.dataset with the newest schema, BigQuery with the newest
+shard's schema — and the older shards' new columns read as null. Each shard's footer
+names its table and version (``altbeam.table``, ``altbeam.schema_version``).
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -69,6 +82,12 @@ CATALOG_SCHEMA = _with_version(pa.schema([
     pa.field("camera_model", pa.string()),
     pa.field("existing_alt_text", pa.string()),
     pa.field("existing_description", pa.string()),
+    # v2 (grounded captions, real archives): appended, nullable.
+    pa.field("caption_status", pa.string()),
+    pa.field("objects", pa.list_(pa.string())),
+    pa.field("keywords", pa.list_(pa.string())),
+    pa.field("keyword_scores", pa.list_(pa.float32())),
+    pa.field("pixels_from", pa.string()),
 ]), "catalog")
 
 # stage: list | read | decode | inference | writeback ; error_type: exception class or a

@@ -24,13 +24,12 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from altbeam.pipelines.catalog.beam_io import read_table_rows
+from altbeam.pipelines.catalog.beam_io import WriteTable, read_table_rows
 from altbeam.pipelines.catalog.layout import (
     check_run_id,
     finalized_shards,
     latest_row,
     shard_glob,
-    shard_prefix,
 )
 from altbeam.pipelines.runtime.runner import new_pipeline, new_run_id, run_pipeline
 from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
@@ -42,7 +41,7 @@ from altbeam.pipelines.writeback.options import (
     writeback_options,
 )
 from altbeam.pipelines.writeback.rules import FIELDS
-from altbeam.schemas import WRITEBACK_SCHEMA, table_dir
+from altbeam.schemas import table_dir
 
 
 class ReadLatestCatalog(beam.PTransform):
@@ -190,11 +189,10 @@ class WriteWritebackLog(beam.PTransform):
 
     def __init__(self, catalog: str, run_id: str):
         super().__init__()
-        self._prefix = shard_prefix(catalog, "writeback", run_id)   # checks the run id
+        self._table = WriteTable(catalog, "writeback", run_id)
 
     def expand(self, decisions):
-        return decisions | "WriteToParquet" >> beam.io.WriteToParquet(
-            self._prefix, schema=WRITEBACK_SCHEMA, file_name_suffix=".parquet")
+        return decisions | "WriteTable" >> self._table
 
 
 def build(p: beam.Pipeline, catalog: str, options: WritebackOptions,

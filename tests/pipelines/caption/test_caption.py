@@ -94,7 +94,9 @@ def test_duckdb_reads_declared_types(sample_photos, contract_model, tmp_path):
         "scores": "FLOAT[]", "model_version": "VARCHAR", "run_id": "VARCHAR",
         "processed_at": "TIMESTAMP WITH TIME ZONE", "capture_time": "TIMESTAMP",
         "camera_make": "VARCHAR", "camera_model": "VARCHAR", "existing_alt_text": "VARCHAR",
-        "existing_description": "VARCHAR"}
+        "existing_description": "VARCHAR", "caption_status": "VARCHAR",
+        "objects": "VARCHAR[]", "keywords": "VARCHAR[]", "keyword_scores": "FLOAT[]",
+        "pixels_from": "VARCHAR"}
     err_types = [r[1] for r in duckdb.sql(
         f"DESCRIBE SELECT * FROM read_parquet('{cat}/errors/run-*.parquet')").fetchall()]
     assert err_types == ["VARCHAR"] * 5 + ["TIMESTAMP WITH TIME ZONE"]

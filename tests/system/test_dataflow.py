@@ -13,7 +13,7 @@
 * The Dockerfiles copy only paths that exist and pin the versions constraints.txt pins.
 
 The multi_processing DirectRunner run (DoFns crossing process boundaries) is
-tests/test_caption.py::test_multi_processing_runner; it is not repeated here.
+tests/pipelines/caption/test_caption.py::test_multi_processing_runner; it is not repeated here.
 Building the images needs a Docker engine, which CI does not have.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Object-storage faults: transient errors are retried, a permanent one is one errors row.
 
-``tests/fault_proxy.py`` sits between the pipeline and ``gcp-storage-emulator``
+``tests/support/fault_proxy.py`` sits between the pipeline and ``gcp-storage-emulator``
 (``STORAGE_EMULATOR_HOST`` points at the proxy), so Beam's own gcsio code meets the
 faults. How gcsio retries (Beam 2.77, read in apache_beam/io/gcp/gcsio.py and
 gcsio_retry.py): every call it makes through google-cloud-storage (listing, metadata,

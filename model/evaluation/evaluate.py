@@ -1,4 +1,9 @@
-"""`altbeam evaluate`: BLEU-1..4, METEOR, ROUGE-L and CIDEr-D on a dataset split.
+"""`altbeam evaluate`: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D and CHAIR on a dataset split.
+
+CHAIR (model.evaluation.chair) counts the objects a caption names that no reference
+names: CHAIR-s is the share of captions naming at least one, CHAIR-i the share of
+object mentions; coverage the share of objects most references name that the caption
+names too.
 
 Two ways to run the model, both scored with the same tooling (model.metrics):
 
@@ -19,7 +24,8 @@ import time
 
 import numpy as np
 
-METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr",
+           "CHAIR-s", "CHAIR-i", "coverage")
 
 
 def caption_images(model_dir: str, paths: list[str], batch_size: int = 32,
@@ -63,6 +69,7 @@ def baseline_captions(features_dir: str, split: str, ids: list[str]) -> dict[str
 
 def score_table(references: dict[str, list[str]], systems: dict[str, list[str]],
                 tokenizer: str = "ptb") -> dict[str, dict[str, float]]:
+    from altbeam.model.evaluation.chair import chair
     from altbeam.model.evaluation.metrics import find_java, score_captions
     java = find_java()
     if tokenizer == "ptb" and not java:
@@ -71,7 +78,9 @@ def score_table(references: dict[str, list[str]], systems: dict[str, list[str]],
     # Without Java there is no METEOR: say so in the table rather than guess a number.
     scorers = ("bleu", "meteor", "rouge", "cider") if java else ("bleu", "rouge", "cider")
     ids = list(references)
+    refs = [references[i] for i in ids]
     return {name: score_captions(references, dict(zip(ids, caps)), scorers, tokenizer)
+            | chair(caps, refs).as_dict()
             for name, caps in systems.items()}
 
 

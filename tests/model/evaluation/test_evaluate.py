@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from altbeam.model.data.pixels import load_pixels
-from altbeam.model.evaluation.evaluate import format_table, main
+from altbeam.model.evaluation.evaluate import format_table, main, score_table
 from altbeam.pipelines.caption.decode import decode_image
 
 
@@ -55,6 +55,20 @@ def test_format_table_aligns_systems_and_metrics():
     assert lines[1].split() == ["model", "0.200", "0.500"] and lines[2].split()[-1] == "-"
 
 
+def test_score_table_reports_chair_beside_the_caption_metrics():
+    refs = {"1": ["a dog runs on the grass"] * 5, "2": ["a man rides a horse"] * 5}
+    table = score_table(refs, {"faithful": ["a dog on the grass", "a man on a horse"],
+                               "inventing": ["a cat on a couch", "a man on a horse"]},
+                        tokenizer="simple")
+    assert table["faithful"]["CHAIR-s"] == 0.0 and table["faithful"]["coverage"] == 1.0
+    # "cat" and "couch" are named by no reference of image 1; image 2 is fine.
+    assert table["inventing"]["CHAIR-s"] == 0.5
+    assert table["inventing"]["CHAIR-i"] == pytest.approx(2 / 4)
+    assert table["inventing"]["coverage"] == pytest.approx(2 / 3)   # dog missed
+    assert table["faithful"]["CIDEr"] > table["inventing"]["CIDEr"]
+    assert "CHAIR-s" in format_table(table).splitlines()[0]
+
+
 def test_evaluate_cli_scores_an_exported_model(tmp_path, sample_photos, capsys):
     from tests.support.tiny import export_tiny_model
     model = export_tiny_model(str(tmp_path / "tiny"))
@@ -71,6 +85,7 @@ def test_evaluate_cli_scores_an_exported_model(tmp_path, sample_photos, capsys):
     assert result["images"] == 4
     scores = next(iter(result["scores"].values()))
     assert 0.0 <= scores["BLEU-4"] <= 1.0 and "CIDEr" in scores
+    assert 0.0 <= scores["CHAIR-s"] <= 1.0 and 0.0 <= scores["coverage"] <= 1.0
     assert "BLEU-4" in capsys.readouterr().out
 
 

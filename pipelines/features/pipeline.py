@@ -9,6 +9,11 @@ is defined, written and parsed in one place, ``altbeam.model.data.feature_record
 
 Shards: ``OUT/<split>/features-SSSSS-of-NNNNN.tfrecord`` plus ``OUT/features.json``
 (encoder name, image size, grid, channels, counts).
+
+The image list travels as a file, not in the job graph: the launcher writes it to
+``OUT/image-list-<id>.jsonl`` (`write_image_list`), the workers read it
+(`ReadImageList`), and a successful run deletes it, so the job request stays small
+whatever the dataset's size.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import logging
 import os
 import sys
 import time
+import uuid
+from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
@@ -84,14 +91,55 @@ def load_encoder(name: str, weights: str | None):
     return build_encoder(name, weights=weights)
 
 
-def build(p, items: list[dict], out: str, splits: list[str], encoder: str = "lite0",
-          weights: str | None = "imagenet", batch_size: int = 32, num_shards: int = 4):
-    """Add the feature job to pipeline ``p``; ``items`` are CaptionedImage dicts."""
+def image_list_path(out: str) -> str:
+    """A new name for one launch's image list: a JSON-lines file next to the output
+    (OUT/image-list-<id>.jsonl), unique per launch so two launches into one folder do
+    not read each other's list."""
+    return f"{out.rstrip('/')}/image-list-{uuid.uuid4().hex[:12]}.jsonl"
+
+
+def write_image_list(items: Iterable[dict], out: str) -> str:
+    """Write ``items`` (CaptionedImage dicts) one JSON object a line; return the path.
+
+    The job reads this file (`ReadImageList`) instead of carrying the items in its
+    graph: Dataflow refuses job requests over 20 MB, and COCO's list alone is ~45 MB.
+    """
+    path = image_list_path(out)
+    with FileSystems.create(path) as f:
+        for item in items:
+            f.write(json.dumps(item).encode() + b"\n")   # JSON escapes newlines in captions
+    return path
+
+
+class ReadImageList(beam.PTransform):
+    """An image list file (`write_image_list`) -> its CaptionedImage dicts, read by workers."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ReadLines" >> beam.io.ReadFromText(self._path)
+                | "Parse" >> beam.Map(json.loads))
+
+
+def build(p, images: str | Iterable[dict], out: str, splits: list[str],
+          encoder: str = "lite0", weights: str | None = "imagenet", batch_size: int = 32,
+          num_shards: int = 4):
+    """Add the feature job to pipeline ``p``.
+
+    ``images``: the path of an image list written by `write_image_list`, or the
+    CaptionedImage dicts themselves, which are written to one next to ``out`` now (it
+    stays there: the caller runs the pipeline later). Either way the graph holds only
+    the list's path, whatever the number of images.
+    """
     from altbeam.model.data.feature_records import shard_prefix
     size = encoder_spec(encoder)[0]
+    image_list = images if isinstance(images, str) else write_image_list(images, out)
     encoded = (
         p
-        | "ListImages" >> beam.Create(items)
+        | "ListImages" >> ReadImageList(image_list)
         | "Reshuffle" >> beam.Reshuffle()
         | "Decode" >> beam.ParDo(DecodeForEncoder(size))
         | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
@@ -139,10 +187,12 @@ def run(argv=None) -> dict:
     print(f"altbeam features: encoding {len(items)} images ({', '.join(splits)}) with "
           f"{args.encoder} at {image_size}px -> {args.out}", file=sys.stderr)
     options = PipelineOptions(flags=beam_args)
+    image_list = write_image_list(items, args.out)
     p = new_pipeline(options)
-    build(p, items, args.out, splits, args.encoder, args.weights, args.batch_size,
+    build(p, image_list, args.out, splits, args.encoder, args.weights, args.batch_size,
           args.num_shards)
     run_pipeline(p)
+    FileSystems.delete([image_list])   # only after success: a running job still reads it
     summary = {"encoder": args.encoder, "image_size": image_size, "grid": grid,
                "channels": channels, "dataset": args.dataset, "splits": splits,
                "images": len(items), "seconds": round(time.time() - start, 1)}

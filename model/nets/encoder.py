@@ -44,6 +44,7 @@ __all__ = [
     "build_classifier",
     "build_encoder",
     "encoder_spec",
+    "imagenet_head_weights",
     "imagenet_labels",
     "register_encoder",
     "weights_path",
@@ -296,6 +297,28 @@ def _build(name: str, weights: str | None, classifier: bool) -> keras.Model:
         path = weights_path(name) if weights == "imagenet" else os.fspath(weights)
         _load_torch_weights(model, torch_names, path)
     return model
+
+
+def imagenet_head_weights(name: str = "lite0", weights: str | None = "imagenet"
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The ImageNet layer of a Lite encoder's weights file: (kernel float32 [C, 1000],
+    bias float32 [1000]), logits = mean-pooled grid @ kernel + bias (as `build_classifier`).
+
+    ``weights``: ``"imagenet"`` (the installed package) or a path to a ``.pth`` file."""
+    if name not in ENCODERS:
+        raise ValueError(f"encoder {name!r} has no ImageNet layer to read; "
+                         f"choose from {sorted(ENCODERS)}")
+    path = weights_path(name) if weights == "imagenet" else os.fspath(weights)
+    state = read_state_dict(path)
+    try:
+        kernel, bias = state["_fc.weight"].T, state["_fc.bias"]
+    except KeyError as e:
+        raise PthFormatError(f"{path}: missing weight {e.args[0]} (is it the right model?)") from None
+    expected = ((ENCODERS[name].channels, _NUM_CLASSES), (_NUM_CLASSES,))
+    if (kernel.shape, bias.shape) != expected:
+        raise PthFormatError(f"{path}: _fc has shapes {kernel.shape}, {bias.shape}; "
+                             f"{name} needs {expected}")
+    return np.asarray(kernel, np.float32), np.asarray(bias, np.float32)
 
 
 def imagenet_labels() -> list[str]:

@@ -7,9 +7,13 @@ Contract (DESIGN.md), relied on by pipelines/:
 * ``caption_with_attention(images)`` additionally returns, for the best beam,
   ``words: string [N, T]`` and ``attention: float32 [N, T, G, G]`` (the soft-attention
   map over the encoder's G x G grid for each generated word), for reports.
+* With a concept head (model/nets/concept_head.py) both signatures also return
+  ``concepts: string [N, Kc]`` and ``concept_scores: float32 [N, Kc]``, the top Kc
+  concepts best first, computed from the same encoder pass as the captions; without
+  one the outputs are exactly the above.
 
-S, K, T and G are fixed at export time and readable from the signatures and from
-``model_card.json``.
+S, K, T, G and Kc are fixed at export time and readable from the signatures and from
+``model_card.json`` (``concept_head`` records the head).
 """
 from __future__ import annotations
 
@@ -24,12 +28,14 @@ from altbeam.model.serving.beam_search import beam_search, tokens_to_text
 
 
 class Captioner(tf.Module):
-    """Encoder + decoder + in-graph beam search + word lookup."""
+    """Encoder + decoder + in-graph beam search + word lookup (+ optional concept head)."""
 
-    def __init__(self, encoder, decoder, words: list[str], config: ModelConfig):
+    def __init__(self, encoder, decoder, words: list[str], config: ModelConfig,
+                 concept_head=None):
         super().__init__(name="captioner")
         self.encoder = encoder
         self.decoder = decoder
+        self.concept_head = concept_head
         self.words = tf.Variable(words, dtype=tf.string, trainable=False, name="words")
         self.config = config
         S = config.image_size
@@ -38,20 +44,22 @@ class Captioner(tf.Module):
         self.serve_attention = tf.function(self._serve_attention, input_signature=[spec])
 
     def _search(self, images):
-        x = tf.cast(images, tf.float32)
-        grid = self.encoder(x, training=False)
+        """One encoder pass -> (beam search outputs, concept outputs or {})."""
+        grid = self.encoder(tf.cast(images, tf.float32), training=False)
         shape = tf.shape(grid)
         features = tf.reshape(grid, [shape[0], shape[1] * shape[2], shape[3]])
         c = self.config
-        return beam_search(self.decoder, features, c.beam_width, c.max_length, c.length_alpha,
-                           c.ban_unk, c.block_repeated_trigrams)
+        out = beam_search(self.decoder, features, c.beam_width, c.max_length, c.length_alpha,
+                          c.ban_unk, c.block_repeated_trigrams)
+        return out, (self.concept_head(grid) if self.concept_head is not None else {})
 
     def _serve(self, images):
-        out = self._search(images)
-        return {"captions": tokens_to_text(self.words, out["tokens"]), "scores": out["scores"]}
+        out, concepts = self._search(images)
+        return {"captions": tokens_to_text(self.words, out["tokens"]), "scores": out["scores"],
+                **concepts}
 
     def _serve_attention(self, images):
-        out = self._search(images)
+        out, concepts = self._search(images)
         best = out["tokens"][:, 0]                       # [N, T]
         G = self.config.grid
         attention = out["attention"][:, 0]               # [N, T, L]
@@ -59,19 +67,22 @@ class Captioner(tf.Module):
         ended = tf.cumsum(tf.cast(tf.equal(best, END_ID), tf.int32), axis=-1, exclusive=True) > 0
         words = tf.where(ended | (best <= END_ID), "", tf.gather(self.words, best))
         return {"captions": tokens_to_text(self.words, out["tokens"]), "scores": out["scores"],
-                "words": words, "attention": attention}
+                "words": words, "attention": attention, **concepts}
 
     def save(self, path: str, card: dict | None = None) -> str:
         tf.saved_model.save(self, path, signatures={
             "serving_default": self.serve, "caption_with_attention": self.serve_attention})
-        write_model_card(path, self.config, card or {})
+        card = dict(card or {})
+        card.pop("concept_head", None)  # only the head attached now is described
+        if self.concept_head is not None:
+            card["concept_head"] = self.concept_head.describe()
+        write_model_card(path, self.config, card)
         return path
 
 
-def write_model_card(path: str, config: ModelConfig, extra: dict) -> None:
-    card = {
-        "name": "altbeam-captioner",
-        "version": "0.0.0-untrained",
+def config_card(config: ModelConfig) -> dict:
+    """The model card's fields that follow from the config alone."""
+    return {
         "backbone": config.encoder,
         "decoder": config.decoder,
         "image_size": config.image_size,
@@ -83,6 +94,10 @@ def write_model_card(path: str, config: ModelConfig, extra: dict) -> None:
         "vocab_size": config.vocab_size,
         "config": json.loads(config.to_json()),
     }
+
+
+def write_model_card(path: str, config: ModelConfig, extra: dict) -> None:
+    card = {"name": "altbeam-captioner", "version": "0.0.0-untrained", **config_card(config)}
     card.update(extra)
     with open(os.path.join(path, "model_card.json"), "w", encoding="utf-8") as f:
         json.dump(card, f, indent=2, sort_keys=True)

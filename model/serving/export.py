@@ -3,18 +3,28 @@
 The SavedModel holds the encoder (with its ImageNet weights), the trained decoder,
 the vocabulary and the beam search, so serving needs TensorFlow only. Several run
 folders that share a vocabulary export as one ensemble (model/nets/ensemble.py).
+
+``--concepts`` attaches a concept head (model/nets/concept_head.py): the encoder's
+ImageNet layer, read from the same weights file as the encoder (``--encoder-weights``),
+mapped to the concept vocabulary, plus ``--detectors FILE.npz`` when given; the model
+then also returns ``concepts`` and ``concept_scores``.
+
+``--from-saved-model MODEL`` re-exports an exported model whose run folders are gone
+(model/serving/rebuild.py): same weights and storage, so the same captions and scores,
+with a concept head or other decoding settings.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
 import sys
 
 from altbeam.model.nets.ensemble import load_runs
-from altbeam.model.serving.captioner import Captioner
+from altbeam.model.serving.captioner import Captioner, config_card
 
 # How each --weights choice stores the decoder; the encoder always stays float32.
 WEIGHT_FORMATS = {
@@ -23,6 +33,7 @@ WEIGHT_FORMATS = {
     "int8": "int8 with a float32 scale per output column (decoder matrices), float16 "
             "(decoder biases), float32 (encoder)",
 }
+CONCEPTS_SUFFIX = "+concepts"  # version suffix of a model with a concept head
 
 
 def build_encoder_for(config, weights: str | None = "imagenet"):
@@ -31,29 +42,74 @@ def build_encoder_for(config, weights: str | None = "imagenet"):
     return build_encoder(config.encoder, weights=weights, seed=config.seed)
 
 
+def decoding_changes(beam_width: int | None = None, length_alpha: float | None = None,
+                     max_length: int | None = None,
+                     block_repeated_trigrams: bool | None = None) -> dict:
+    """The decoding settings asked for (None: keep the model's)."""
+    return {k: v for k, v in (("beam_width", beam_width), ("length_alpha", length_alpha),
+                              ("max_length", max_length),
+                              ("block_repeated_trigrams", block_repeated_trigrams))
+            if v is not None}
+
+
+def concept_head_for(encoder: str, encoder_weights: str | None = "imagenet",
+                     detectors: str | None = None, top_k: int | None = None):
+    """The concept head of ``encoder``: its ImageNet layer from ``encoder_weights``
+    ("imagenet": the installed package, or a .pth path), plus the detectors file."""
+    from altbeam.model.nets.concept_head import (
+        DEFAULT_TOP_K,
+        imagenet_concept_head,
+        load_detectors,
+    )
+    if encoder_weights is None:
+        raise ValueError("--concepts needs the encoder's ImageNet weights "
+                         "(--encoder-weights imagenet or a .pth path)")
+    found = load_detectors(detectors) if detectors else None
+    return imagenet_concept_head(encoder, encoder_weights, found, top_k or DEFAULT_TOP_K)
+
+
+def concepts_version(version: str, head) -> str:
+    """``version`` with the concept head in it: ``…+concepts`` (ImageNet only) or
+    ``…+concepts-d<hash>`` (with detectors; the hash tells detector files apart)."""
+    base = version.split(CONCEPTS_SUFFIX)[0]
+    if head is None:
+        return base
+    if head.detectors is None:
+        return base + CONCEPTS_SUFFIX
+    digest = hashlib.sha256(head.detectors.kernel.tobytes() + head.detectors.bias.tobytes()
+                            + "\t".join(head.detectors.concepts).encode()).hexdigest()
+    return f"{base}{CONCEPTS_SUFFIX}-d{digest[:8]}"
+
+
+def _clear(out: str, overwrite: bool) -> None:
+    if os.path.exists(out):
+        if not overwrite:
+            raise SystemExit(f"altbeam export: {out} exists (use --overwrite)")
+        shutil.rmtree(out)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
            length_alpha: float | None = None, max_length: int | None = None,
            weights: str = "float16", encoder_weights: str | None = "imagenet",
            card: dict | None = None, overwrite: bool = False,
-           block_repeated_trigrams: bool | None = None) -> str:
+           block_repeated_trigrams: bool | None = None, concept_head=None) -> str:
+    """``concept_head``: a ConceptHead to attach (`concept_head_for`), or None."""
     if weights not in WEIGHT_FORMATS:  # before loading any run
         raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
     run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
     decoder, vocab, config = load_runs(run_dirs)
-    changes = {k: v for k, v in (("beam_width", beam_width), ("length_alpha", length_alpha),
-                                 ("max_length", max_length),
-                                 ("block_repeated_trigrams", block_repeated_trigrams))
-               if v is not None}
-    config = config.replace(**changes)
+    config = config.replace(**decoding_changes(beam_width, length_alpha, max_length,
+                                               block_repeated_trigrams))
     decoder.config = config
     if weights == "float16":
         decoder.to_float16()
     elif weights == "int8":
         decoder.to_int8()
-    if os.path.exists(out):
-        if not overwrite:
-            raise SystemExit(f"altbeam export: {out} exists (use --overwrite)")
-        shutil.rmtree(out)
+    _clear(out, overwrite)
     histories, pretraining = {}, {}
     for d in run_dirs:
         path = os.path.join(d, "history.json")
@@ -71,39 +127,115 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
     if pretraining:
         training["lm_pretrain"] = pretraining
     variant = config.decoder + (f"-x{len(run_dirs)}" if len(run_dirs) > 1 else "")
+    version = _now().strftime("%Y.%m.%d-") + config.encoder + "-" + variant
     info = {
         "ensemble": len(run_dirs),
-        "version": dt.datetime.now(dt.UTC).strftime("%Y.%m.%d-") + config.encoder + "-" + variant,
-        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "version": concepts_version(version, concept_head),
+        "exported_at": _now().isoformat(timespec="seconds"),
         "weights_dtype": WEIGHT_FORMATS[weights],
         "training": training,
     }
     info.update(card or {})
-    model = Captioner(build_encoder_for(config, encoder_weights), decoder, vocab.words, config)
+    model = Captioner(build_encoder_for(config, encoder_weights), decoder, vocab.words, config,
+                      concept_head)
     model.save(out, info)
+    return out
+
+
+def export_from_saved_model(source: str, out: str, changes: dict | None = None,
+                            concepts: bool = False, encoder_weights: str | None = "imagenet",
+                            detectors: str | None = None, concepts_top_k: int | None = None,
+                            card: dict | None = None, overwrite: bool = False,
+                            concept_head=None) -> str:
+    """Re-export ``source`` (an exported SavedModel) with its own weights, storage and
+    card, the decoding ``changes`` and, with ``concepts`` (or a ready ``concept_head``),
+    a concept head; RebuildError when its variables cannot all be matched."""
+    from altbeam.model.serving.rebuild import (
+        check_encoder_weights,
+        has_concept_head,
+        rebuild_captioner,
+    )
+    if os.path.abspath(source) == os.path.abspath(out):
+        raise SystemExit("altbeam export: --out must differ from --from-saved-model")
+    if (detectors or concepts_top_k) and not concepts:
+        raise SystemExit("altbeam export: --detectors and --concepts-top-k need --concepts")
+    if has_concept_head(source) and not (concepts or concept_head is not None):
+        raise SystemExit(f"altbeam export: {source} has a concept head; pass --concepts "
+                         "(with --detectors if it had them) to rebuild it")
+    model, info = rebuild_captioner(source, changes)
+    config = model.config
+    if concepts:
+        concept_head = concept_head_for(config.encoder, encoder_weights, detectors,
+                                        concepts_top_k)
+        check_encoder_weights(model.encoder, config.encoder, encoder_weights)
+    _clear(out, overwrite)
+    for key in config_card(config):  # follow the config, not the source's card
+        info.pop(key, None)
+    if "decoding" in info:
+        info["decoding"].update((k, v) for k, v in (changes or {}).items()
+                                if k in info["decoding"])
+    info.pop("size_bytes", None)  # the source's; tools/default_model_card.py measures it
+    info.update({
+        "version": concepts_version(str(info.get("version", "unknown")), concept_head),
+        "exported_at": _now().isoformat(timespec="seconds"),
+        "rebuilt_from": {"saved_model": source, "version": info.get("version"),
+                         "exported_at": info.get("exported_at")},
+    })
+    info.update(card or {})
+    Captioner(model.encoder, model.decoder, [w.decode() for w in model.words.numpy()],
+              config, concept_head).save(out, info)
     return out
 
 
 def main(argv) -> int:
     ap = argparse.ArgumentParser(prog="altbeam export", description=__doc__.split("\n")[0])
-    ap.add_argument("run_dir", nargs="+", help="training run folder (from `altbeam train`); "
+    ap.add_argument("run_dir", nargs="*", help="training run folder (from `altbeam train`); "
                     "several that share a vocabulary export as one ensemble")
+    ap.add_argument("--from-saved-model", metavar="MODEL",
+                    help="re-export this exported SavedModel instead of run folders (same "
+                    "weights and storage; e.g. to add --concepts)")
     ap.add_argument("--out", required=True, help="SavedModel folder to write")
     ap.add_argument("--beam-width", type=int, help="beams K returned (default: training config)")
     ap.add_argument("--length-alpha", type=float, help="length normalisation exponent")
     ap.add_argument("--max-length", type=int, help="words generated at most")
     ap.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=None,
                     help="never repeat a word trigram within a caption (default: run config)")
-    ap.add_argument("--weights", choices=list(WEIGHT_FORMATS), default="float16",
-                    help="how the decoder weights are stored: float16 (half of float32's "
-                    "size), int8 (a quarter; per-column scales) or float32")
-    ap.add_argument("--encoder-weights", default="imagenet", help="'imagenet' or a .pth path")
+    ap.add_argument("--weights", choices=list(WEIGHT_FORMATS), default=None,
+                    help="how the decoder weights are stored: float16 (the default; half of "
+                    "float32's size), int8 (a quarter; per-column scales) or float32; "
+                    "--from-saved-model keeps the model's")
+    ap.add_argument("--encoder-weights", default="imagenet",
+                    help="'imagenet' (the installed weights package) or a .pth path; "
+                    "--concepts reads the ImageNet layer from it too")
+    ap.add_argument("--concepts", action="store_true",
+                    help="add a concept head: outputs concepts and concept_scores")
+    ap.add_argument("--detectors", metavar="FILE.npz",
+                    help="concept detectors for the head (format: model/nets/concept_head.py)")
+    ap.add_argument("--concepts-top-k", type=int, help="concepts returned per image (10)")
     ap.add_argument("--card", help="JSON file merged into model_card.json (e.g. scores)")
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args(argv)
     card = json.load(open(a.card)) if a.card else None
-    path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length, a.weights,
-                  a.encoder_weights, card, a.overwrite, a.block_trigrams)
+    changes = decoding_changes(a.beam_width, a.length_alpha, a.max_length, a.block_trigrams)
+    if a.from_saved_model:
+        if a.run_dir or a.weights:
+            ap.error("--from-saved-model takes no run folders and keeps the model's --weights")
+        path = export_from_saved_model(a.from_saved_model, a.out, changes, a.concepts,
+                                       a.encoder_weights, a.detectors, a.concepts_top_k, card,
+                                       a.overwrite)
+    else:
+        if not a.run_dir:
+            ap.error("name training run folders, or --from-saved-model MODEL")
+        if (a.detectors or a.concepts_top_k) and not a.concepts:
+            ap.error("--detectors and --concepts-top-k need --concepts")
+        from altbeam.model.config import ModelConfig
+        encoder = ModelConfig.from_json(open(os.path.join(a.run_dir[0], "config.json")).read()
+                                        ).encoder
+        head = (concept_head_for(encoder, a.encoder_weights, a.detectors, a.concepts_top_k)
+                if a.concepts else None)
+        path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length,
+                      a.weights or "float16", a.encoder_weights, card, a.overwrite,
+                      a.block_trigrams, head)
     print(f"exported {path}")
     return 0
 

@@ -4,9 +4,10 @@ Everything that runs an exported model goes through here: the caption pipeline's
 Beam ModelHandler (pipelines/caption/inference.py), `altbeam evaluate --model` and the
 report's attention heatmaps. It speaks only the serving contract (DESIGN.md):
 ``serving_default(images=uint8[N,S,S,3]) -> {captions: string[N,K], scores:
-float32[N,K]}``, plus optional other signatures (``caption_with_attention``). S, K,
-name and version are read from the model (``model_card.json``, else the signature),
-never hard-coded.
+float32[N,K]}``, with ``concepts: string[N,Kc]`` and ``concept_scores: float32[N,Kc]``
+when the model has a concept head (`LoadedModel.predict`; None for older models), plus
+optional other signatures (``caption_with_attention``). S, K, Kc, name and version are
+read from the model (``model_card.json``, else the signature), never hard-coded.
 
 Remote folders are copied to local disk first (model_fetch.py); ``storage`` says how
 remote files are read (the pipeline passes Beam's FileSystems). TensorFlow is only
@@ -31,6 +32,7 @@ class ModelInfo:
     beam_width: int          # K: captions per image
     version: str             # recorded in every catalog row
     name: str | None = None
+    concepts: int = 0        # Kc: concepts per image (0: the card names no concept head)
 
 
 def read_model_card(model_dir: str, storage: Storage | None = None) -> dict:
@@ -59,7 +61,8 @@ def read_model_info(model_dir: str, storage: Storage | None = None) -> ModelInfo
         raise ValueError(f"{model_dir}: cannot tell the model's image size (no image_size in "
                          "model_card.json and no static size in the serving signature)")
     return ModelInfo(path=model_dir, image_size=int(size), beam_width=int(beams or 0),
-                     version=str(card.get("version") or "unknown"), name=card.get("name"))
+                     version=str(card.get("version") or "unknown"), name=card.get("name"),
+                     concepts=int((card.get("concept_head") or {}).get("top_k") or 0))
 
 
 def enable_gpu_memory_growth() -> None:
@@ -71,6 +74,16 @@ def enable_gpu_memory_growth() -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised in this process
             pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOutputs:
+    """One batch through ``serving_default``; concepts are None for a model without a
+    concept head."""
+    captions: np.ndarray                      # bytes [N, K], best first
+    scores: np.ndarray                        # float32 [N, K]
+    concepts: np.ndarray | None = None        # bytes [N, Kc], best first
+    concept_scores: np.ndarray | None = None  # float32 [N, Kc]
 
 
 class LoadedModel:
@@ -94,8 +107,11 @@ class LoadedModel:
             raise ValueError(f"{path}: signature takes {static_size} px images but "
                              f"image_size is {image_size}")
         self.image_size = image_size or static_size
-        out = self._fn.structured_outputs.get("captions")
-        self.beam_width = out.shape[-1] if out is not None and out.shape.rank == 2 else None
+        outputs = self._fn.structured_outputs
+        self.beam_width = _width(outputs.get("captions"))
+        # Kc, or None when the model has no concept head (exported before it existed).
+        self.concept_count = _width(outputs.get("concepts")) if "concepts" in outputs else None
+        self.has_concepts = "concepts" in outputs and "concept_scores" in outputs
         self.devices = [d.name for d in tf.config.list_logical_devices("GPU")] or ["CPU"]
 
     def signature(self, name: str):
@@ -104,6 +120,11 @@ class LoadedModel:
 
     def caption(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, S, S, 3] -> (captions bytes [N, K], scores float32 [N, K])."""
+        out = self.predict(images)
+        return out.captions, out.scores
+
+    def predict(self, images: np.ndarray) -> ModelOutputs:
+        """uint8 [N, S, S, 3] -> captions and scores, and concepts when the model has them."""
         import tensorflow as tf
 
         # Concrete functions do not check static shapes: a wrong size would be
@@ -113,8 +134,16 @@ class LoadedModel:
             raise ValueError(f"model takes uint8 images of shape {expected}, "
                              f"got {images.dtype} {images.shape[1:]}")
         out = self._fn(**{self._input_name: tf.constant(images, dtype=tf.uint8)})
-        return out["captions"].numpy(), out["scores"].numpy()
+        if not self.has_concepts:
+            return ModelOutputs(out["captions"].numpy(), out["scores"].numpy())
+        return ModelOutputs(out["captions"].numpy(), out["scores"].numpy(),
+                            out["concepts"].numpy(), out["concept_scores"].numpy())
 
     def best_captions(self, images: np.ndarray) -> list[str]:
         """The first (best) caption of each image, as text."""
         return [c.decode("utf-8") for c in self.caption(images)[0][:, 0]]
+
+
+def _width(spec) -> int | None:
+    """The static last dimension of a [N, K] output, else None."""
+    return spec.shape[-1] if spec is not None and spec.shape.rank == 2 else None

@@ -13,6 +13,10 @@ the same ``uri`` (:data:`altbeam.pipelines.catalog.layout.LATEST_BY`) decides
   text), the content is unchanged and it is skipped; otherwise it is captioned again
   and the new row supersedes the old one.
 
+The listing meets the index in a shuffle (`JoinCatalogIndex`: CoGroupByKey by uri),
+not as a side input: no worker ever holds the whole index, whose size is the
+catalog's (bench/incremental_join.py measures both ways).
+
 ``--force`` captions everything. Only finalized shards are read (layout.shard_glob):
 Beam writes into a ``beam-temp-*`` subfolder and renames into place on finalize, so
 the partial output of a killed run is never in the index and its images are simply
@@ -106,8 +110,24 @@ class AddOwnWrites(beam.PTransform):
                     own_writes=tuple(r.get("_produced_sha256") or ())))))
 
 
+class JoinCatalogIndex(beam.PTransform):
+    """(listed FileRecords, (uri, IndexEntry)) -> (uri, {"files": [...], "index": [...]}).
+
+    A shuffle-based join (CoGroupByKey by uri): each worker holds one uri's group at a
+    time, never the whole index, so the catalog may hold tens of millions of images.
+    Catalogued uris that were not listed come out with no files and are dropped by
+    `SkipUnchanged`.
+    """
+
+    def expand(self, files_and_index):
+        files, index = files_and_index
+        keyed_files = files | "KeyFilesByUri" >> beam.Map(lambda r: (r.uri, r))
+        return {"files": keyed_files, "index": index} | "CoGroupByUri" >> beam.CoGroupByKey()
+
+
 class SkipUnchanged(beam.DoFn):
-    """FileRecord -> FileRecord to process (main) or uri ("unchanged"); see the rule above."""
+    """A uri's joined group (`JoinCatalogIndex`) -> its FileRecords to process (main)
+    or their uri ("unchanged"); see the rule above."""
 
     def __init__(self, progress_dir: str | None = None):
         self._progress_dir = progress_dir
@@ -115,16 +135,18 @@ class SkipUnchanged(beam.DoFn):
     def setup(self):
         self._tally = Tally(self._progress_dir)
 
-    def process(self, record: FileRecord, index: dict):
-        entry = index.get(record.uri)
-        decision = listing_decision(record, entry)
-        if decision == NEW:
-            yield record
-        elif decision == UNCHANGED:
-            self._tally.add("unchanged")
-            yield beam.pvalue.TaggedOutput("unchanged", record.uri)
-        else:   # the decode step confirms with the content hash
-            yield to_confirm(record, entry)
+    def process(self, joined):
+        _, group = joined
+        entry = next(iter(group["index"]), None)   # ReadCatalogIndex: one per uri
+        for record in group["files"]:
+            decision = listing_decision(record, entry)
+            if decision == NEW:
+                yield record
+            elif decision == UNCHANGED:
+                self._tally.add("unchanged")
+                yield beam.pvalue.TaggedOutput("unchanged", record.uri)
+            else:   # the decode step confirms with the content hash
+                yield to_confirm(record, entry)
 
     def finish_bundle(self):
         self._tally.flush()

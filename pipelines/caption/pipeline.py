@@ -2,7 +2,8 @@
 
 Pipeline (every step named; see docs/pipeline.md)::
 
-    ListImages -> SkipUnchanged (incremental, see caption.incremental) -> [Limit] -> CountTodo
+    ListImages -> JoinCatalogIndex -> SkipUnchanged (incremental: caption.incremental)
+      -> [Limit] -> CountTodo
       -> Reshuffle -> ReadAndDecode ──errors──┐
       -> Caption (RunInference, fixed batches) ──errors──> WriteErrors
       -> ToCatalogRows -> WriteCatalog -> WriteRunSummary (CATALOG/runs/<run_id>.json)
@@ -32,7 +33,12 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from altbeam.pipelines.caption.decode import ReadAndDecode
-from altbeam.pipelines.caption.incremental import AddOwnWrites, ReadCatalogIndex, SkipUnchanged
+from altbeam.pipelines.caption.incremental import (
+    AddOwnWrites,
+    JoinCatalogIndex,
+    ReadCatalogIndex,
+    SkipUnchanged,
+)
 from altbeam.pipelines.caption.inference import CaptionImages, ModelInfo, read_model_info
 from altbeam.pipelines.caption.options import CaptionConfig, CaptionUsageError, parse_args
 from altbeam.pipelines.caption.sources import ListImages
@@ -71,9 +77,10 @@ def build(p: beam.Pipeline, config: CaptionConfig,
         index = (p
                  | "ReadCatalogIndex" >> ReadCatalogIndex(config.catalog)
                  | "AddOwnWrites" >> AddOwnWrites(config.catalog))
-        checked = todo | "SkipUnchanged" >> beam.ParDo(
-            SkipUnchanged(pd), index=beam.pvalue.AsDict(index)).with_outputs(
-                "unchanged", main="todo")
+        checked = ((todo, index)
+                   | "JoinCatalogIndex" >> JoinCatalogIndex()
+                   | "SkipUnchanged" >> beam.ParDo(SkipUnchanged(pd)).with_outputs(
+                       "unchanged", main="todo"))
         todo = checked.todo
         unchanged_parts.append(checked.unchanged)
     if config.limit:

@@ -1,8 +1,10 @@
-"""The incremental rule as plain function calls: no Beam pipeline, no TensorFlow."""
+"""The incremental rule as plain function calls (the join's DoFn called directly): no Beam
+pipeline, no TensorFlow."""
 from __future__ import annotations
 
 import datetime as dt
 
+import apache_beam as beam
 import pytest
 
 from altbeam.pipelines.caption.incremental import (
@@ -10,6 +12,7 @@ from altbeam.pipelines.caption.incremental import (
     NEW,
     UNCHANGED,
     IndexEntry,
+    SkipUnchanged,
     index_entry,
     listing_decision,
     to_confirm,
@@ -63,3 +66,29 @@ def test_own_write_versions_follow_the_writeback_log():
     assert own_write_chain("unknown", writes) == []
     # A log that loops (a file written back to earlier bytes) ends, each version once.
     assert own_write_chain("a", [("a", "b", "w1"), ("b", "a", "w2")]) == ["b", "a"]
+
+
+def skip_unchanged(files: list[FileRecord], index: list[IndexEntry]) -> list:
+    """SkipUnchanged on one uri's group as CoGroupByKey hands it over: (main, tag, value)."""
+    fn = SkipUnchanged()
+    fn.setup()
+    out = []
+    for value in fn.process(("/photos/a.jpg", {"files": files, "index": index})):
+        if isinstance(value, beam.pvalue.TaggedOutput):
+            out.append(("unchanged", value.value))
+        else:
+            out.append(("todo", value))
+    fn.finish_bundle()
+    return out
+
+
+def test_a_joined_uri_group_goes_where_the_rule_says():
+    assert skip_unchanged([record()], []) == [("todo", record())]                    # new
+    assert skip_unchanged([record()], [ENTRY]) == [("unchanged", "/photos/a.jpg")]
+    [(where, confirm)] = skip_unchanged([record(size=1200)], [ENTRY])               # changed
+    assert where == "todo" and confirm.known_sha256 == "catalogued"
+    # Catalogued but not listed this time: nothing to do, nothing counted.
+    assert skip_unchanged([], [ENTRY]) == []
+    # A file listed twice (overlapping inputs) is decided twice, as in the listing.
+    assert skip_unchanged([record(), record()], [ENTRY]) == [
+        ("unchanged", "/photos/a.jpg")] * 2

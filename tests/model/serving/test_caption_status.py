@@ -1,0 +1,98 @@
+"""The caption gate (model/serving/caption_status.py) on hand-made concept scores."""
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import numpy as np
+import pytest
+
+from altbeam.model.serving import caption_status as gate
+from altbeam.model.serving.caption_status import (
+    BLANK,
+    CONTRADICTED,
+    OK,
+    STATUSES,
+    TOO_SMALL,
+    UNSURE,
+    GateThresholds,
+    caption_status,
+    covered_concepts,
+    pixel_status,
+    status_counts,
+)
+
+T = GateThresholds(min_caption_score=-1.2, support=0.1, contradict_below=0.03, confident=0.6)
+COVERED = covered_concepts(["person", "grass", "water", "street"])   # + ImageNet's concepts
+
+
+def status(caption, concepts, score=-0.8):
+    return caption_status(caption, score, list(concepts), list(concepts.values()), T, COVERED)
+
+
+def test_supported_objects_and_a_confident_caption_are_ok():
+    assert status("a brown dog runs through the grass", {"dog": 0.9, "grass": 0.4}) == \
+        (OK, ["dog", "grass"])
+    # a man is judged by the person detector: man vs woman is not the gate's question
+    assert status("a man in a red shirt", {"person": 0.8, "shirt": 0.2})[0] == OK
+
+
+def test_bear_called_a_dog_is_contradicted():
+    assert status("a brown dog is walking through the grass",
+                  {"bear": 0.85, "grass": 0.3, "dog": 0.01}) == (CONTRADICTED, ["dog", "grass"])
+    # a concept missing from the model's top T scores 0
+    assert status("a person is sitting on a large white dog", {"toilet": 0.7, "sink": 0.2})[0] \
+        == CONTRADICTED
+
+
+def test_low_score_or_unsupported_object_is_unsure():
+    assert status("a dog runs", {"dog": 0.9}, score=-1.5)[0] == UNSURE
+    # dog weakly seen, nothing else confident: not contradicted, but not ok either
+    assert status("a dog runs on the street", {"dog": 0.05, "street": 0.5})[0] == UNSURE
+    # dog absent but no confident alternative: unsure rather than contradicted
+    assert status("a dog runs", {"cat": 0.4})[0] == UNSURE
+
+
+def test_objects_the_cnn_cannot_judge_are_taken_at_the_captions_word():
+    caption = "a man stands in the field"
+    person_only = frozenset({"person"})
+    assert caption_status(caption, -0.5, ["person"], [0.9], T, person_only) == \
+        (OK, ["man", "field"])
+    # once the CNN can judge "field", its low score counts
+    assert caption_status(caption, -0.5, ["person"], [0.9], T, person_only | {"field"})[0] \
+        == UNSURE
+
+
+def test_scores_as_bytes_and_numpy_like_the_savedmodel_returns():
+    words = np.array([b"dog", b"grass"])
+    scores = np.array([0.9, 0.5], np.float32)
+    assert caption_status("a dog on the grass", np.float32(-0.7), words, scores, T, COVERED)[0] \
+        == OK
+    with pytest.raises(ValueError, match="concepts but"):
+        caption_status("a dog", -0.7, ["dog"], [0.9, 0.1], T, COVERED)
+
+
+def test_pixel_statuses_come_before_any_caption():
+    grey = np.full((224, 224, 3), 120, np.uint8)
+    photo = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    assert pixel_status(8, 8, grey) == TOO_SMALL
+    assert pixel_status(640, 480, grey) == BLANK
+    assert pixel_status(640, 480, photo) is None
+    assert pixel_status(20, 480) == TOO_SMALL
+    assert dict(status_counts([OK, OK, BLANK])) == {OK: 2, UNSURE: 0, CONTRADICTED: 0,
+                                                     TOO_SMALL: 0, BLANK: 1}
+    assert set(STATUSES) == {OK, UNSURE, CONTRADICTED, TOO_SMALL, BLANK}
+
+
+def test_default_coverage_is_imagenet_plus_the_committed_detectors():
+    covered = covered_concepts()
+    assert {"dog", "bear", "toilet", "broccoli"} <= covered
+    if gate.DETECTORS_NPZ.exists():
+        assert "person" in covered
+
+
+def test_the_gate_imports_no_tensorflow_or_beam():
+    tree = ast.parse(pathlib.Path(gate.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {n for n in names if n.split(".")[0] in ("tensorflow", "keras", "apache_beam")}

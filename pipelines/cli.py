@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("altbeam.pipelines.report.commands:main", "render a catalog as one self-contained HTML page"),
     "features": ("altbeam.pipelines.features.pipeline:main", "precompute encoder features as TFRecord shards"),
     "train": ("altbeam.model.training.train:main", "train the caption decoder on precomputed features"),
+    "train-concepts": ("altbeam.model.training.concepts:main", "train concept detectors (person, water, grass, ...) on precomputed features"),
     "evaluate": ("altbeam.model.evaluation.evaluate:main", "score a model with BLEU/METEOR/ROUGE-L/CIDEr"),
     "export": ("altbeam.model.serving.export:main", "export a trained checkpoint as a serving SavedModel"),
 }

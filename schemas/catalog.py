@@ -115,6 +115,10 @@ WRITEBACK_SCHEMA = _with_version(pa.schema([
     pa.field("sha256_after", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("at", _UTC, nullable=False),
+    # v2 (real archives): appended, nullable. The target's modification time before and
+    # after the decision (null for gs:// objects, and after for anything not written).
+    pa.field("mtime_before", _UTC),
+    pa.field("mtime_after", _UTC),
 ]), "writeback")
 
 TABLES = {"catalog": CATALOG_SCHEMA, "errors": ERRORS_SCHEMA, "writeback": WRITEBACK_SCHEMA}

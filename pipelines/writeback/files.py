@@ -3,10 +3,11 @@
 :class:`Annotator` turns catalog rows into WRITEBACK_SCHEMA decision rows. Per batch
 it makes three exiftool calls on one long-lived session (read all, write all, read
 all again); each file has its own command inside a call, so one bad file fails alone.
-Recovering after a killed writeback (dead exiftool temp files, writes whose log was
-lost) lives in :mod:`altbeam.pipelines.writeback.recovery`; the per-photo state and the
-log row in :mod:`altbeam.pipelines.writeback.items`. Rules and guarantees:
-docs/writeback.md.
+Putting a photo back after a failed write, and recovering after a killed writeback
+(dead exiftool temp files, writes whose log was lost), live in
+:mod:`altbeam.pipelines.writeback.recovery`; image or sidecar, and the sidecar's name,
+in :mod:`altbeam.pipelines.writeback.sidecars`; the per-photo state and the log row in
+:mod:`altbeam.pipelines.writeback.items`. Rules and guarantees: docs/writeback.md.
 """
 from __future__ import annotations
 
@@ -21,34 +22,30 @@ from altbeam.pipelines.writeback.exiftool_session import ExifResult, ExifToolSes
 from altbeam.pipelines.writeback.gcs import ConcurrentChange, GcsObjects
 from altbeam.pipelines.writeback.items import Item, Skip, decision_row, sha256_hex
 from altbeam.pipelines.writeback.options import WritebackOptions
-from altbeam.pipelines.writeback.recovery import remove_dead_exiftool_tmp, unlogged_own_write
+from altbeam.pipelines.writeback.recovery import (
+    remove_dead_exiftool_tmp,
+    restore_original,
+    unlogged_own_write,
+)
 from altbeam.pipelines.writeback.rules import (
     FIELDS,
     GENERATOR,
-    NOT_WRITABLE_IN_PLACE,
     PROVENANCE_GROUP,
+    RAW_TYPES,
+    XMP_FIELDS,
     already_written,
     check_texts,
     field_value,
     lost_tags,
+    persons_in_fields,
     quote,
     same_pixels,
     supported_fields,
     wrong_fields,
 )
+from altbeam.pipelines.writeback.sidecars import goes_to_sidecar, sidecar_names, sidecar_path
 
-
-def sidecar_path(image: str, naming: str) -> str:
-    """The sidecar of ``image``: ``dir/photo.jpg.xmp`` ("ext") or ``dir/photo.xmp`` ("stem").
-
-    Built from the base name only, so it always lies in the image's own folder.
-    """
-    folder, name = image.rsplit("/", 1) if "/" in image else ("", image)
-    if name in ("", ".", ".."):
-        raise Skip(f"bad_name: {image}: no file name to derive a sidecar name from")
-    if naming == "stem" and "." in name.lstrip("."):
-        name = name[:name.rfind(".")]
-    return f"{folder}/{name}.xmp" if folder else f"{name}.xmp"
+__all__ = ["Annotator", "sidecar_path"]
 
 
 def _writable(path: str) -> bool:
@@ -114,17 +111,12 @@ class Annotator:
         if opts.min_score is not None and (score is None or score < opts.min_score):
             raise Skip(f"below_min_score: {uri}: score {score} is below --min-score "
                        f"{opts.min_score}")
-        use_sidecar = opts.sidecar
-        if not use_sidecar and (row.get("format") or "").upper() in NOT_WRITABLE_IN_PLACE:
-            if not opts.sidecar_fallback:
-                raise Skip(f"format_not_writable: {uri}: exiftool cannot write "
-                           f"{row.get('format')} files; use --sidecar or --sidecar-fallback")
-            use_sidecar = True
-        side_uri = sidecar_path(uri, opts.sidecar_naming)
+        use_sidecar = goes_to_sidecar(row, opts)
+        side_uris = sidecar_names(row, opts)
         if uri.startswith("gs://"):   # the one object store written (through its own client)
-            item = self._prepare_gcs(row, side_uri, use_sidecar)
+            item = self._prepare_gcs(row, side_uris, use_sidecar)
         else:
-            item = self._prepare_local(row, side_uri, use_sidecar)
+            item = self._prepare_local(row, side_uris, use_sidecar)
         sha = sha256_hex(item.original)
         if sha != row["sha256"] and sha not in (row.get("_produced_sha256") or ()):
             # Decided once the tags are read: it may be a write whose log was lost.
@@ -133,7 +125,7 @@ class Annotator:
                             "altbeam wrote); caption it again first")
         return item
 
-    def _prepare_local(self, row: dict, side: str, use_sidecar: bool) -> Item:
+    def _prepare_local(self, row: dict, side_uris: list[str], use_sidecar: bool) -> Item:
         uri = row["uri"]
         path = os.path.abspath(local_path(uri))
         if not os.path.lexists(path):
@@ -141,7 +133,11 @@ class Annotator:
         if os.path.islink(path):
             raise Skip(f"symlink: {uri}: is a symlink; writing would replace the link, "
                        "so it is left alone (annotate its target instead)")
-        side = os.path.abspath(local_path(side))
+        # The first sidecar name that exists (a RAW's, under either convention), else
+        # the first, which is created.
+        side_uri = next((u for u in side_uris if os.path.lexists(local_path(u))),
+                        side_uris[0])
+        side = os.path.abspath(local_path(side_uri))
         if os.path.dirname(side) != os.path.dirname(path):   # cannot happen; belt and braces
             raise Skip(f"bad_name: {uri}: sidecar {side} would leave the image's folder")
         if os.path.islink(side):
@@ -160,15 +156,27 @@ class Annotator:
         if os.path.exists(side):
             with open(side, "rb") as f:
                 before = f.read()
-        return Item(row, path, original, side, side, use_sidecar, sidecar_before=before)
+        times = None
+        if os.path.exists(target):
+            st = os.stat(target)
+            times = (st.st_atime_ns, st.st_mtime_ns)
+        return Item(row, path, original, side, side, use_sidecar, sidecar_before=before,
+                    target_times=times)
 
-    def _prepare_gcs(self, row: dict, side_uri: str, use_sidecar: bool) -> Item:
+    def _prepare_gcs(self, row: dict, side_uris: list[str], use_sidecar: bool) -> Item:
         uri = row["uri"]
         stem = os.path.join(self._tmpdir, uuid.uuid4().hex)
         ext = os.path.splitext(uri)[1][:10]
         try:
             remote = self.gcs.download(uri, stem + ext)
-            remote_side = self.gcs.download(side_uri, stem + ".xmp", required=False)
+            remote_side = None      # the first name that exists (a RAW's: either), else it
+            for candidate in side_uris:
+                found = self.gcs.download(candidate, stem + ".xmp", required=False)
+                remote_side = remote_side or found
+                if found.generation is not None:
+                    remote_side = found
+                    break
+            side_uri = remote_side.uri
         except FileNotFoundError as e:
             raise Skip(f"missing: {e}") from e
         except Exception as e:  # noqa: BLE001 - 403, network: this object fails alone
@@ -205,6 +213,11 @@ class Annotator:
             if isinstance(tags, ExifResult):
                 raise Skip(f"unreadable: {what}: exiftool cannot read it: {tags.message()}",
                            "failed")
+        raw_type = str(item.tags.get("File:FileType", "")).upper()
+        if not item.use_sidecar and raw_type in RAW_TYPES:   # a RAW file's bytes stay as they are
+            raise Skip(f"raw_file: {uri}: exiftool reads a {raw_type} RAW file, catalogued as "
+                       f"{item.row.get('format')}; RAW files are annotated in sidecars only "
+                       "(caption it again under a RAW file's name, or use --sidecar)")
         file_type = str(item.tags.get("File:FileTypeExtension", "")).upper()
         item.fields = supported_fields(file_type, opts.fields, item.use_sidecar)
         left_out = [FIELDS[f][0] for f in opts.fields if f not in item.fields]
@@ -214,10 +227,14 @@ class Annotator:
         if not item.fields:
             raise Skip(f"no_field: {uri}: none of the chosen fields fits; {item.notes[0]}")
         check = check_texts(item.tags, item.sidecar_tags or {})
-        if check.persons and not opts.overwrite_existing:
-            tag, text = check.persons[0]
+        in_the_way = persons_in_fields(check, item.fields)
+        if in_the_way and not opts.overwrite_existing:
+            tag, text = in_the_way[0]
             raise Skip(f"existing_text: {uri}: {tag} already holds {quote(text)}, not written "
                        "by altbeam; left alone (--overwrite-existing to replace)")
+        written = {FIELDS[f][1] for f in item.fields}
+        _note_persons(item, [t for t, _ in check.persons if t in written],
+                      [t for t, _ in check.persons if t not in written])
         target_tags = (item.sidecar_tags or {}) if item.use_sidecar else item.tags
         if already_written(check, target_tags, item.fields, caption,
                            item.row.get("model_version")):
@@ -237,8 +254,9 @@ class Annotator:
     def _write_command(self, item: Item) -> list[str]:
         row, s = item.row, self.session
         cmd: list[str] = []
-        for f in item.fields:
-            cmd.append(f"-{FIELDS[f][0]}<={s.value_file(field_value(f, row['caption']))}")
+        for f in item.fields:   # XMP: the x-default entry; other languages stay as they are
+            tag = FIELDS[f][0] + ("-x-default" if f in XMP_FIELDS else "")
+            cmd.append(f"-{tag}<={s.value_file(field_value(f, row['caption']))}")
         if "iptc_caption" in item.fields:   # declare UTF-8 so readers decode it right
             cmd += ["-charset", "iptc=UTF8", "-IPTC:CodedCharacterSet=UTF8"]
         p = PROVENANCE_GROUP
@@ -257,7 +275,18 @@ class Annotator:
             item.new_sidecar_tmp = os.path.join(
                 folder, f".{name}.altbeam-{uuid.uuid4().hex[:8]}.xmp")
             return cmd + ["-o", file_arg(item.new_sidecar_tmp)]
+        if self._keeps_mtime(item):   # to the second; _finish puts back the nanoseconds
+            cmd.append("-P")
         return ["-overwrite_original", *cmd, file_arg(item.target_path)]
+
+    def _keeps_mtime(self, item: Item) -> bool:
+        """An image written in place keeps its modification time unless --update-mtime.
+
+        A sidecar's time always moves: photo managers (Lightroom, darktable) notice an
+        updated sidecar by its time, and the image beside it is not touched at all.
+        """
+        return not (item.use_sidecar or self.options.update_mtime
+                    or item.target_times is None)
 
     def _written_path(self, item: Item) -> str:
         return item.new_sidecar_tmp or item.target_path
@@ -281,14 +310,19 @@ class Annotator:
         if problem is None and item.remote is not None:
             problem = self._upload(item)
         if problem is not None:
-            self._restore(item)
+            restore_original(item)
             action = "skipped" if problem.startswith("concurrent_change") else "failed"
             return self._decision(row, action, problem, item)
+        if self._keeps_mtime(item) and item.remote is None:
+            try:
+                os.utime(item.path, ns=item.target_times)
+            except OSError as e:   # not the owner of the file: its time moved, say so
+                item.notes.append(f"modification time not kept: {e}")
         if item.new_sidecar_tmp and item.remote is None:
             try:  # a hard link never replaces a sidecar that appeared meanwhile
                 os.link(item.new_sidecar_tmp, item.sidecar_local)
             except FileExistsError:
-                self._restore(item)
+                restore_original(item)
                 return self._decision(row, "skipped", f"concurrent_change: {target}: a "
                                       "sidecar appeared while writing; not replaced", item)
             except OSError:  # filesystems without hard links
@@ -297,8 +331,9 @@ class Annotator:
                 os.unlink(item.new_sidecar_tmp)
         with open(item.path, "rb") as f:
             sha_after = sha256_hex(f.read())
+        mtime_after = None if item.remote else os.stat(item.target_path).st_mtime_ns
         return self._decision(row, "written", "; ".join(["written", *item.notes]), item,
-                              sha_after=sha_after)
+                              sha_after=sha_after, mtime_after_ns=mtime_after)
 
     def _verify(self, item: Item, after: dict, target: str) -> str | None:
         bad = wrong_fields(after, item.fields, item.row["caption"])
@@ -333,38 +368,16 @@ class Annotator:
             return f"upload_failed: {obj.uri}: {type(e).__name__}: {e}"
         return None
 
-    def _restore(self, item: Item) -> None:
-        """Put the original bytes back (remote objects were never uploaded)."""
-        if item.new_sidecar_tmp and os.path.exists(item.new_sidecar_tmp):
-            os.unlink(item.new_sidecar_tmp)
-        if item.remote is not None:
-            return
-        if item.use_sidecar:
-            if item.sidecar_before is not None:
-                _atomic_write(item.sidecar_local, item.sidecar_before)
-            return
-        with open(item.path, "rb") as f:
-            if f.read() == item.original:
-                return
-        _atomic_write(item.path, item.original)
-
     def _decision(self, row: dict, action: str, reason: str, item: Item | None = None,
-                  sha_after: str | None = None) -> dict:
-        return decision_row(row, action, reason, self.options.run_id, item, sha_after)
+                  sha_after: str | None = None, mtime_after_ns: int | None = None) -> dict:
+        return decision_row(row, action, reason, self.options.run_id, item, sha_after,
+                            mtime_after_ns)
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` via a temp file beside it (keeps mode and owner)."""
-    st = os.stat(path) if os.path.exists(path) else None
-    tmp = f"{path}.altbeam-restore-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if st is not None:
-        os.chmod(tmp, st.st_mode & 0o7777)
-        try:
-            os.chown(tmp, st.st_uid, st.st_gid)
-        except PermissionError:
-            pass
-    os.replace(tmp, path)
+def _note_persons(item: Item, replaced: list[str], kept: list[str]) -> None:
+    """Say in the decision's reason whose text was replaced, and whose stays beside ours."""
+    if replaced:
+        item.notes.append(f"replaces a person's text (--overwrite-existing): "
+                          f"{', '.join(replaced)}")
+    if kept:
+        item.notes.append(f"a person's text left as it was: {', '.join(kept)}")

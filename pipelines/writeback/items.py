@@ -40,6 +40,8 @@ class Item:
     notes: list[str] = dataclasses.field(default_factory=list)
     new_sidecar_tmp: str | None = None
     changed: str | None = None        # the changed_since_catalogued reason, if the hash differs
+    # (atime_ns, mtime_ns) of the target before writing; None if it is new or remote.
+    target_times: tuple[int, int] | None = None
 
     @property
     def target_path(self) -> str:
@@ -51,9 +53,10 @@ def sha256_hex(data: bytes) -> str:
 
 
 def decision_row(row: dict, action: str, reason: str, run_id: str, item: Item | None = None,
-                 sha_after: str | None = None) -> dict:
+                 sha_after: str | None = None, mtime_after_ns: int | None = None) -> dict:
     """One WRITEBACK_SCHEMA row (the reason may quote library errors: redacted)."""
     use_sidecar = bool(item and item.use_sidecar)
+    mtime_before_ns = item.target_times[1] if item and item.target_times else None
     return {
         "uri": row["uri"], "action": action, "reason": redact(reason),
         "fields": [FIELDS[f][0] for f in item.fields] if item and item.fields else [],
@@ -63,4 +66,12 @@ def decision_row(row: dict, action: str, reason: str, run_id: str, item: Item | 
         "sha256_before": sha256_hex(item.original) if item else None,
         "sha256_after": sha_after, "run_id": run_id,
         "at": dt.datetime.now(dt.UTC),
+        "mtime_before": _utc_time(mtime_before_ns), "mtime_after": _utc_time(mtime_after_ns),
     }
+
+
+def _utc_time(ns: int | None) -> dt.datetime | None:
+    """Nanoseconds since the epoch as the log's timestamp[us, UTC] (cut to microseconds)."""
+    if ns is None:
+        return None
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1000)

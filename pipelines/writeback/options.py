@@ -17,7 +17,12 @@ class WritebackOptions:
     dry_run: bool = False
     sidecar: bool = False               # write XMP sidecars instead of the images
     sidecar_fallback: bool = False      # sidecars for formats exiftool cannot write
-    sidecar_naming: str = "ext"         # "ext": photo.jpg.xmp, "stem": photo.xmp
+    # "ext": photo.jpg.xmp, "stem": photo.xmp; None: stem for RAW files, else ext
+    # (sidecars.naming_for).
+    sidecar_naming: str | None = None
+    # False: an image written in place keeps its modification time (sidecars always
+    # get the time of the write; docs/writeback.md, "Modification time").
+    update_mtime: bool = False
     run_id: str = ""
     # When this run began (epoch seconds; 0: when the Annotator starts). An exiftool
     # temp file untouched since before then is a dead run's leftover (see
@@ -28,15 +33,15 @@ class WritebackOptions:
         unknown = set(self.fields) - set(FIELDS)
         if unknown or not self.fields:
             raise ValueError(f"unknown fields {sorted(unknown)}; known: {sorted(FIELDS)}")
-        if self.sidecar_naming not in ("ext", "stem"):
-            raise ValueError("sidecar_naming must be 'ext' or 'stem'")
+        if self.sidecar_naming not in (None, "ext", "stem"):
+            raise ValueError("sidecar_naming must be 'ext', 'stem' or None")
 
 
 # The extra fields, by flag (--xmp-description ...), in the order they are written.
 _EXTRA_FIELDS = ("xmp_description", "exif_description", "iptc_caption")
 # Every option add_writeback_flags adds except --dry-run (argparse dest names).
 WRITEBACK_FLAGS = (*_EXTRA_FIELDS, "overwrite_existing", "min_score", "sidecar",
-                   "sidecar_fallback", "sidecar_naming")
+                   "sidecar_fallback", "sidecar_naming", "update_mtime")
 
 
 def add_writeback_flags(group, dry_run: bool) -> None:
@@ -60,8 +65,12 @@ def add_writeback_flags(group, dry_run: bool) -> None:
     group.add_argument("--sidecar-fallback", action="store_true",
                        help="use a sidecar for formats exiftool cannot write (e.g. BMP)")
     group.add_argument("--sidecar-naming", choices=("ext", "stem"), default=None,
-                       help="ext: photo.jpg.xmp (darktable, digiKam; default); "
-                            "stem: photo.xmp (Lightroom, Capture One)")
+                       help="ext: photo.jpg.xmp (darktable, digiKam; the default for "
+                            "images); stem: photo.xmp (Lightroom, Bridge, Capture One; the "
+                            "default for RAW files)")
+    group.add_argument("--update-mtime", action="store_true",
+                       help="give written images the time of the write as modification "
+                            "time (default: keep it)")
 
 
 def given_writeback_flags(args: argparse.Namespace) -> list[str]:
@@ -77,5 +86,5 @@ def writeback_options(args: argparse.Namespace, run_id: str,
         fields=("alt_text", *(f for f in _EXTRA_FIELDS if getattr(args, f))),
         overwrite_existing=args.overwrite_existing, min_score=args.min_score,
         dry_run=getattr(args, "dry_run", False), sidecar=args.sidecar,
-        sidecar_fallback=args.sidecar_fallback, sidecar_naming=args.sidecar_naming or "ext",
-        run_id=run_id, started_at=started_at)
+        sidecar_fallback=args.sidecar_fallback, sidecar_naming=args.sidecar_naming,
+        update_mtime=args.update_mtime, run_id=run_id, started_at=started_at)

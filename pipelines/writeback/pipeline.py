@@ -3,7 +3,7 @@
 Pipeline (every step named; rules and guarantees in docs/writeback.md)::
 
     ReadLatestCatalog (latest row per uri from CATALOG/catalog/run-*.parquet)
-      -> WriteAltText: [CheckSidecarNames] -> Reshuffle -> Batch
+      -> WriteAltText: CheckSidecarNames -> Reshuffle -> Batch
                        -> Annotate (one exiftool -stay_open process per DoFn instance)
       -> WriteWritebackLog (CATALOG/writeback/run-<run_id>-*.parquet)
 
@@ -31,16 +31,18 @@ from altbeam.pipelines.catalog.layout import (
     latest_row,
     shard_glob,
 )
+from altbeam.pipelines.runtime.flags import parse_job_args
 from altbeam.pipelines.runtime.runner import new_pipeline, new_run_id, run_pipeline
 from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
-from altbeam.pipelines.writeback.files import Annotator, sidecar_path
-from altbeam.pipelines.writeback.items import Skip, decision_row
+from altbeam.pipelines.writeback.files import Annotator
+from altbeam.pipelines.writeback.items import decision_row
 from altbeam.pipelines.writeback.options import (
     WritebackOptions,
     add_writeback_flags,
     writeback_options,
 )
 from altbeam.pipelines.writeback.rules import FIELDS
+from altbeam.pipelines.writeback.sidecars import shared_sidecar_key, split_shared_sidecars
 from altbeam.schemas import table_dir
 
 
@@ -113,15 +115,13 @@ class AttachOwnWrites(beam.PTransform):
                 | "FollowWrites" >> beam.FlatMap(_follow_writes))
 
 
-def _split_collisions(keyed, run_id: str):
+def _split_collisions(keyed, options: WritebackOptions):
     """(sidecar name, rows): several images sharing one stem-named sidecar are all skipped."""
     name, rows = keyed
-    rows = list(rows)
-    if len(rows) == 1:
-        yield rows[0]
-        return
-    others = sorted(r["uri"] for r in rows)
-    for row in rows:
+    rows, colliding = split_shared_sidecars(list(rows), options)
+    yield from rows
+    others, run_id = sorted(r["uri"] for r in colliding), options.run_id
+    for row in colliding:
         yield beam.pvalue.TaggedOutput("skipped", decision_row(
             row, "skipped", f"sidecar_name_collision: {name} would be the sidecar of "
             f"{', '.join(others)}; use --sidecar-naming ext ({row['uri']}.xmp)", run_id))
@@ -156,32 +156,18 @@ class WriteAltText(beam.PTransform):
         self._batch_size = batch_size
 
     def expand(self, rows):
-        opts, parts = self._options, []
-        if opts.sidecar_naming == "stem" and (opts.sidecar or opts.sidecar_fallback):
-            checked = (rows
-                       | "KeyBySidecar" >> beam.Map(
-                           lambda r: (_stem_key(r["uri"]), r))
-                       | "GroupBySidecar" >> beam.GroupByKey()
-                       | "CheckSidecarNames" >> beam.FlatMap(
-                           _split_collisions, opts.run_id).with_outputs(
-                               "skipped", main="rows"))
-            rows = checked.rows
-            parts.append(checked.skipped)
-        decisions = (rows
+        opts = self._options
+        checked = (rows   # RAW files and stem-named sidecars: one stem, one sidecar
+                   | "KeyBySidecar" >> beam.Map(lambda r: (shared_sidecar_key(r, opts), r))
+                   | "GroupBySidecar" >> beam.GroupByKey()
+                   | "CheckSidecarNames" >> beam.FlatMap(
+                       _split_collisions, opts).with_outputs("skipped", main="rows"))
+        decisions = (checked.rows
                      | "Reshuffle" >> beam.Reshuffle()
                      | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size,
                                                      max_batch_size=self._batch_size)
                      | "Annotate" >> beam.ParDo(AnnotateBatch(opts)))
-        if not parts:
-            return decisions
-        return (decisions, *parts) | "AllDecisions" >> beam.Flatten()
-
-
-def _stem_key(uri: str) -> str:
-    try:
-        return sidecar_path(uri, "stem")
-    except Skip:
-        return uri
+        return (decisions, checked.skipped) | "AllDecisions" >> beam.Flatten()
 
 
 class WriteWritebackLog(beam.PTransform):
@@ -208,10 +194,11 @@ def build(p: beam.Pipeline, catalog: str, options: WritebackOptions,
 
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="altbeam writeback",
+        prog="altbeam writeback", allow_abbrev=False,
         description="Write each catalogued caption into its image as IPTC alt text "
                     "(XMP-iptcCore:AltTextAccessibility), never over a person's words. "
-                    "Unknown flags pass through to Apache Beam.")
+                    "Apache Beam/Dataflow pipeline options may be given anywhere; any "
+                    "other unknown flag is refused.")
     ap.add_argument("catalog", help="catalog folder (local or gs://)")
     add_writeback_flags(ap, dry_run=True)
     ap.add_argument("--batch-size", type=int, default=16, help="files per exiftool call")
@@ -224,7 +211,7 @@ def run(argv: list[str] | None = None) -> dict:
     """Run the writeback; return {"run_id", "counts", "decisions", "exit_code"}."""
     started_at = time.time()   # exiftool temp files older than this are dead runs' leftovers
     ap = make_parser()
-    args, beam_argv = ap.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    args, beam_argv = parse_job_args(ap, list(sys.argv[1:] if argv is None else argv))
     if args.batch_size < 1:
         ap.error("--batch-size must be at least 1")
     if args.run_id:   # checked again where it names the log's shards (shard_prefix)

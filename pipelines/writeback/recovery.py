@@ -1,4 +1,8 @@
-"""Recovering cleanly after a writeback that was killed mid-run.
+"""Recovering cleanly: after a write that failed its checks, and after a writeback that
+was killed mid-run.
+
+:func:`restore_original` puts a photo (or its sidecar) back as it was, bytes, mode,
+owner and times, when a write failed its verification.
 
 A killed writeback can leave two things behind: exiftool's ``<file>_exiftool_tmp``
 (which makes exiftool refuse every later write of that photo), and photos it finished
@@ -13,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+import uuid
 
 from altbeam.pipelines.writeback.items import Item, Skip
 from altbeam.pipelines.writeback.rules import (
@@ -26,6 +31,42 @@ from altbeam.pipelines.writeback.rules import (
 )
 
 EXIFTOOL_TMP_SUFFIX = "_exiftool_tmp"   # exiftool writes <file>_exiftool_tmp, then renames
+
+
+def restore_original(item: Item) -> None:
+    """Put the original bytes back (remote objects were never uploaded)."""
+    if item.new_sidecar_tmp and os.path.exists(item.new_sidecar_tmp):
+        os.unlink(item.new_sidecar_tmp)
+    if item.remote is not None:
+        return
+    if item.use_sidecar:
+        if item.sidecar_before is not None:
+            _atomic_write(item.sidecar_local, item.sidecar_before, item.target_times)
+        return
+    with open(item.path, "rb") as f:
+        if f.read() == item.original:
+            return
+    _atomic_write(item.path, item.original, item.target_times)
+
+
+def _atomic_write(path: str, data: bytes, times: tuple[int, int] | None = None) -> None:
+    """Replace ``path`` with ``data`` via a temp file beside it (keeps mode and owner; and
+    ``times``, (atime_ns, mtime_ns), when given: the file as it was)."""
+    st = os.stat(path) if os.path.exists(path) else None
+    tmp = f"{path}.altbeam-restore-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    if st is not None:
+        os.chmod(tmp, st.st_mode & 0o7777)
+        try:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        except PermissionError:
+            pass
+    if times is not None:
+        os.utime(tmp, ns=times)
+    os.replace(tmp, path)
 
 
 def remove_dead_exiftool_tmp(path: str, run_started: float) -> str | None:

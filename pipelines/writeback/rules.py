@@ -35,6 +35,16 @@ FIELDS_BY_TYPE = {
 # Pillow format names (catalog "format") that exiftool cannot write in place.
 NOT_WRITABLE_IN_PLACE = frozenset({"BMP", "DIB", "PCX", "PPM", "TGA", "ICO", "SGI"})
 
+# Camera RAW files are never written: their metadata goes to an XMP sidecar. A catalog
+# row is a RAW by its format ("RAW/CR2") or, for rows of any format, by the file's
+# extension; exiftool's FileType of the file read is checked again before writing.
+RAW_FORMAT_PREFIX = "RAW/"
+RAW_TYPES = frozenset({
+    "3FR", "ARI", "ARW", "BAY", "CR2", "CR3", "CRW", "CIFF", "CS1", "DCR", "DNG", "ERF",
+    "FFF", "GPR", "IIQ", "K25", "KDC", "MEF", "MOS", "MRW", "NEF", "NRW", "ORF", "ORI",
+    "PEF", "RAF", "RAW", "RW2", "RWL", "SR2", "SRF", "SRW", "X3F",
+})
+
 PROVENANCE_GROUP = "XMP-altbeam"
 GENERATOR = "altbeam"
 
@@ -73,6 +83,14 @@ def as_text(value) -> str:
     return str(value)
 
 
+def is_raw(row: dict) -> bool:
+    """The catalog row is a camera RAW file (its format, or else its extension, says so)."""
+    if (row.get("format") or "").upper().startswith(RAW_FORMAT_PREFIX):
+        return True
+    name = row["uri"].rsplit("/", 1)[-1]
+    return "." in name and name.rsplit(".", 1)[1].upper() in RAW_TYPES
+
+
 def supported_fields(file_type: str, wanted: tuple[str, ...], sidecar: bool) -> list[str]:
     """Fields of ``wanted`` this target can hold (an XMP sidecar holds XMP only)."""
     allowed = XMP_FIELDS if sidecar else FIELDS_BY_TYPE.get(file_type.upper(), XMP_FIELDS)
@@ -103,6 +121,16 @@ def check_texts(*tag_dicts: dict) -> TextCheck:
                if v.strip() and v.strip().lower() not in CAMERA_BOILERPLATE
                and v not in ours_forms]
     return TextCheck(ours=ours, persons=persons, values=values)
+
+
+def persons_in_fields(check: TextCheck, fields: list[str]) -> list[tuple[str, str]]:
+    """A person's texts in the fields about to be written (any language of them).
+
+    Only these block a write: a person's caption in a field altbeam leaves alone (say
+    IPTC Caption-Abstract beside the alt text) stays as it is, and is not in the way.
+    """
+    keys = {FIELDS[f][1] for f in fields}
+    return [(k, v) for k, v in check.persons if _TEXT_KEY.match(k).group(1) in keys]
 
 
 def already_written(check: TextCheck, tags: dict, fields: list[str], caption: str,

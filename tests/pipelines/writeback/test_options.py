@@ -9,6 +9,7 @@ import pytest
 from altbeam.pipelines.caption.options import parse_args
 from altbeam.pipelines.writeback.options import WritebackOptions, writeback_options
 from altbeam.pipelines.writeback.pipeline import make_parser
+from altbeam.pipelines.writeback.sidecars import sidecar_names
 
 FLAGS = ["--xmp-description", "--iptc-caption", "--overwrite-existing", "--min-score", "-1.5",
          "--sidecar-fallback", "--sidecar-naming", "stem"]
@@ -32,7 +33,27 @@ def test_defaults_and_dry_run():
     args, _ = make_parser().parse_known_args(["cat", "--dry-run"])
     options = writeback_options(args, "r2", started_at=0.0)
     assert options == WritebackOptions(dry_run=True, run_id="r2")
-    assert options.fields == ("alt_text",) and options.sidecar_naming == "ext"
+    assert options.fields == ("alt_text",) and not options.update_mtime
+    # no --sidecar-naming: photo.jpg.xmp for an image, IMG_0001.xmp for a RAW file
+    assert sidecar_names({"uri": "/a/photo.jpg", "format": "JPEG"}, options) == [
+        "/a/photo.jpg.xmp"]
+    assert sidecar_names({"uri": "/a/IMG_0001.CR2", "format": "RAW/CR2"}, options) == [
+        "/a/IMG_0001.xmp", "/a/IMG_0001.CR2.xmp"]
+    assert sidecar_names({"uri": "/a/x.dng", "format": "TIFF"}, options)[0] == "/a/x.xmp"
+
+
+def test_update_mtime_and_sidecar_naming_from_both_commands(tmp_path):
+    wb_args, _ = make_parser().parse_known_args(["cat", "--update-mtime",
+                                                 "--sidecar-naming", "ext"])
+    options = writeback_options(wb_args, "r3", started_at=0.0)
+    assert options.update_mtime and options.sidecar_naming == "ext"
+    assert sidecar_names({"uri": "/a/IMG_0001.CR2", "format": "RAW/CR2"}, options) == [
+        "/a/IMG_0001.CR2.xmp", "/a/IMG_0001.xmp"]
+    config, _, _ = parse_args([str(tmp_path), "--catalog", "cat", "--model", "m",
+                               "--write-metadata", "--update-mtime"])
+    assert config.writeback.update_mtime
+    with pytest.raises(SystemExit):   # like every writeback flag: only with --write-metadata
+        parse_args([str(tmp_path), "--catalog", "cat", "--model", "m", "--update-mtime"])
 
 
 def test_caption_refuses_writeback_flags_without_write_metadata(tmp_path, capsys):

@@ -1,94 +1,45 @@
 """`altbeam writeback`: real exiftool on real JPEG/PNG/TIFF/WebP files, real Beam runs.
 
-Catalogs are built with pyarrow from schemas.CATALOG_SCHEMA; the photos are the
-bundled samples, converted with Pillow and given rich metadata with exiftool.
+The photos and catalogs come from tests/pipelines/writeback/support.py.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image
 
 from altbeam.pipelines.catalog.beam_io import read_table_rows
-from altbeam.pipelines.writeback import pipeline as writeback
 from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
 from altbeam.pipelines.writeback.files import Annotator
 from altbeam.pipelines.writeback.options import WritebackOptions
 from altbeam.pipelines.writeback.rules import pixel_frames
-from altbeam.schemas import CATALOG_SCHEMA, WRITEBACK_SCHEMA
+from altbeam.schemas import WRITEBACK_SCHEMA
+from tests.pipelines.writeback.support import (
+    CAPTION,
+    annotate,
+    catalog,
+    catalog_row,
+    photo,
+    run,
+    sha,
+    tags,
+)
 from tests.support.kill_mid_run import count_changed, file_state, kill_mid_run, some_but_not_all
 from tests.support.paths import REPO
 
 pytest_plugins = ["tests.support.gcs_emulator"]
 pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool missing")
 
-CAPTION = "a dog runs on the beach\n-with = <b>&amp;</b> $HOME @x"
-RICH_TAGS = ["-Make=Canon", "-Model=Canon EOS 5D", "-DateTimeOriginal=2020:01:02 03:04:05",
-             "-ExposureTime=1/125", "-FNumber=2.8", "-GPSLatitude=48.85", "-GPSLatitudeRef=N",
-             "-GPSLongitude=2.35", "-GPSLongitudeRef=E", "-XMP-dc:Creator=Ann",
-             "-XMP-xmp:CreatorTool=Adobe Lightroom", "-XMP-photoshop:Headline=Paris",
-             "-Copyright=(c) Ann"]
 KEPT = ["IFD0:Make", "IFD0:Model", "ExifIFD:DateTimeOriginal", "ExifIFD:FNumber",
         "GPS:GPSLatitude", "XMP-dc:Creator", "XMP-xmp:CreatorTool", "XMP-photoshop:Headline"]
-
-
-def sha(path) -> str:
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-def tags(path) -> dict:
-    out = subprocess.run(["exiftool", "-j", "-G1", "-a", os.path.abspath(path)],
-                         capture_output=True, check=True).stdout
-    return json.loads(out)[0]
-
-
-def photo(sample_photos, folder, name, fmt="JPEG", rich=False, index=0):
-    """A sample photo converted to ``fmt`` at folder/name; optionally with rich metadata."""
-    folder.mkdir(parents=True, exist_ok=True)
-    src = sorted(sample_photos.glob("*.jpg"))[index]
-    path = folder / name
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    with Image.open(src) as im:
-        im.save(path, fmt, **({"icc_profile": icc} if rich and fmt != "BMP" else {}))
-    os.chmod(path, 0o644)
-    if rich:
-        extra = ["-IPTC:Keywords=paris", "-IPTC:By-line=Ann"] if fmt in ("JPEG", "TIFF") else []
-        subprocess.run(["exiftool", "-q", "-overwrite_original", *RICH_TAGS, *extra,
-                        os.path.abspath(path)], check=True)
-    return path
-
-
-def catalog(tmp_path, paths, caption=CAPTION, score=-0.5, version="m1", name="cat"):
-    """A one-shard catalog with a row per path (captions may be a dict path -> caption)."""
-    cat = tmp_path / name
-    (cat / "catalog").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for p in paths:
-        with Image.open(p) as im:
-            fmt, (width, height) = im.format, im.size
-        text = caption.get(p) if isinstance(caption, dict) else caption
-        rows.append({"uri": str(p), "sha256": sha(p), "size_bytes": os.path.getsize(p),
-                     "width": width, "height": height, "format": fmt, "caption": text, "score": score, "captions": [text],
-                     "scores": [score], "model_version": version, "run_id": "cap1",
-                     "processed_at": dt.datetime.now(dt.UTC)})
-    shard = cat / "catalog" / f"run-cap{len(os.listdir(cat / 'catalog'))}-00000-of-00001.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA), shard)
-    return cat
-
-
-def run(cat, *flags):
-    result = writeback.run([str(cat), "--quiet", *flags])
-    return result, {os.path.basename(d["uri"]): d for d in result["decisions"]}
 
 
 def test_writes_every_format_losslessly_and_idempotently(sample_photos, tmp_path):
@@ -144,15 +95,18 @@ def test_person_written_text_is_never_replaced(sample_photos, tmp_path):
     camera = photo(sample_photos, folder, "camera.jpg", index=2)
     subprocess.run(["exiftool", "-q", "-overwrite_original",
                     "-ImageDescription=OLYMPUS DIGITAL CAMERA", str(camera)], check=True)
-    originals = {p.name: sha(p) for p in (person, alt)}
+    original_alt = sha(alt)
     cat = catalog(tmp_path, [person, alt, camera])
     result, by_name = run(cat)
-    assert by_name["person.jpg"]["action"] == "skipped"
-    assert "existing_text" in by_name["person.jpg"]["reason"]
-    assert "grandmother" in by_name["person.jpg"]["reason"]
-    assert by_name["alt.jpg"]["reason"].startswith("existing_text")
+    # a person's description is not in the way of the alt text beside it
+    assert by_name["person.jpg"]["action"] == "written", by_name["person.jpg"]["reason"]
+    assert "a person's text left as it was: XMP-dc:Description" in by_name["person.jpg"][
+        "reason"]
+    assert tags(person)["XMP-dc:Description"] == "My grandmother's garden"
+    assert by_name["alt.jpg"]["reason"].startswith("existing_text")   # alt text in any language
+    assert "Ein Hund" in by_name["alt.jpg"]["reason"]
     assert by_name["camera.jpg"]["action"] == "written"               # camera boilerplate
-    assert {p.name: sha(p) for p in (person, alt)} == originals
+    assert sha(alt) == original_alt
 
     # A person edits the alt text altbeam wrote: from then on it is theirs.
     subprocess.run(["exiftool", "-q", "-overwrite_original",
@@ -168,8 +122,13 @@ def test_person_written_text_is_never_replaced(sample_photos, tmp_path):
     assert sha(camera) == edited
 
     _, by_name = run(cat, "--overwrite-existing")
-    assert by_name["person.jpg"]["action"] == "written"
-    assert tags(person)["XMP-iptcCore:AltTextAccessibility"] == CAPTION
+    assert by_name["alt.jpg"]["action"] == "written", by_name["alt.jpg"]["reason"]
+    after = tags(alt)            # ours is the x-default entry; the German one stays
+    assert after["XMP-iptcCore:AltTextAccessibility"] == CAPTION
+    assert after["XMP-iptcCore:AltTextAccessibility-de"] == "Ein Hund"
+    assert by_name["camera.jpg"]["action"] == "written"
+    assert "replaces a person's text (--overwrite-existing): XMP-iptcCore:AltTextAccessibility" \
+        in by_name["camera.jpg"]["reason"]
     assert tags(person)["XMP-dc:Description"] == "My grandmother's garden"  # not our field
 
 
@@ -287,11 +246,13 @@ def test_sidecars(sample_photos, tmp_path):
     again, _ = run(cat, "--sidecar")
     assert again["counts"] == {"skipped": 3}
 
-    # a person's words in a sidecar count too
-    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Description=Mine",
-                    str(folder / "a.jpg.xmp")], check=True)
+    # a person's words in a sidecar count too, in the field being written
+    subprocess.run(["exiftool", "-q", "-overwrite_original",
+                    "-XMP-iptcCore:AltTextAccessibility=Mine", str(folder / "a.jpg.xmp")],
+                   check=True)
     _, by_name = run(cat)
     assert by_name["a.jpg"]["reason"].startswith("existing_text")
+    assert "'Mine'" in by_name["a.jpg"]["reason"]
 
 
 def test_failed_verification_restores_the_original(sample_photos, tmp_path):
@@ -430,24 +391,6 @@ def test_gcs_objects_with_generation_checks(gcs_emulator, gcs_bucket, sample_pho
 
 
 # --- after a killed writeback: its files, its exiftool temp files ----------------------
-
-def annotate(rows, **options):
-    """The real Annotator on one batch (what one AnnotateBatch bundle does)."""
-    with ExifToolSession() as session:
-        annotator = Annotator(WritebackOptions(**options), session)
-        try:
-            return annotator.annotate(rows)
-        finally:
-            annotator.close()
-
-
-def catalog_row(path, caption=CAPTION, version="m1", **extra) -> dict:
-    with Image.open(path) as im:
-        fmt, (width, height) = im.format, im.size
-    return {"uri": str(path), "sha256": sha(path), "caption": caption, "score": -0.5,
-            "model_version": version, "format": fmt, "width": width, "height": height,
-            "processed_at": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5), **extra}
-
 
 def test_write_whose_log_was_lost_is_recognised_only_when_consistent(sample_photos, tmp_path):
     """A killed run's written files are already_written by their provenance; a file that

@@ -15,8 +15,9 @@ caption run's validation images are also unseen by the detectors). The
 standardisation is folded into the weights on the way out, so the output file is what
 the SavedModel's concept head applies to the raw pooled features::
 
-    FILE.npz:  kernel float32 [1280, D], bias float32 [D], concepts str [D]
-               scores = sigmoid(pooled @ kernel + bias)
+    FILE.npz:  kernel float32 [1280, D], bias float32 [D], concepts str [D], encoder
+               scores = sigmoid(pooled @ kernel + bias)  (model/nets/concept_head.py's
+               format, written by its save_detectors)
     FILE.json: the recipe, the validation history and per-concept precision / recall
                (at 0.5) / average precision on the evaluation split (dev)
 
@@ -44,6 +45,7 @@ from altbeam.model.data.concepts import (
     imagenet_concept_scores,
 )
 from altbeam.model.data.feature_records import FeatureSet, load_split
+from altbeam.model.nets.concept_head import save_detectors
 from altbeam.model.serving.caption_status import judged_as
 
 
@@ -157,31 +159,15 @@ def mean_ap(y: np.ndarray, scores: np.ndarray) -> float:
     return float(np.nanmean(aps)) if aps else float("nan")
 
 
-@dataclass
-class Detectors:
-    """sigmoid(pooled @ kernel + bias), one column per concept."""
-
-    kernel: np.ndarray
-    bias: np.ndarray
-    concepts: list[str]
-
-    def scores(self, pooled: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(pooled @ self.kernel + self.bias)))
-
-    def save(self, path: str) -> None:
-        np.savez(path, kernel=self.kernel.astype(np.float32), bias=self.bias.astype(np.float32),
-                 concepts=np.array(self.concepts, dtype=str))
-
-    @classmethod
-    def load(cls, path: str) -> Detectors:
-        with np.load(path, allow_pickle=False) as npz:
-            return cls(npz["kernel"], npz["bias"], [str(c) for c in npz["concepts"]])
+def detector_scores(kernel: np.ndarray, bias: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """sigmoid(pooled @ kernel + bias): what the SavedModel's concept head computes."""
+    return 1.0 / (1.0 + np.exp(-(pooled @ kernel + bias)))
 
 
 def fit(x_train, y_train, x_val, y_val, recipe: DetectorRecipe,
-        log=print) -> tuple[Detectors, list[dict]]:
+        log=print) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """One Dense sigmoid layer over standardised features; keep the epoch with the best
-    validation mean AP. Returns detectors on *raw* pooled features and the history."""
+    validation mean AP. Returns (kernel, bias) on *raw* pooled features and the history."""
     import keras
     import tensorflow as tf
 
@@ -222,7 +208,7 @@ def fit(x_train, y_train, x_val, y_val, recipe: DetectorRecipe,
         losses = [float(step(xs_train[b], y_train[b])) for b in
                   (order[s:s + recipe.batch_size] for s in range(0, len(order), recipe.batch_size))]
         kernel, bias = (v.numpy() for v in (dense.kernel, dense.bias))
-        val_scores = 1.0 / (1.0 + np.exp(-(xs_val @ kernel + bias)))
+        val_scores = detector_scores(kernel, bias, xs_val)
         val_ap = mean_ap(y_val, val_scores)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_mAP": val_ap})
         log(f"epoch {epoch}: loss {np.mean(losses):.4f}  validation mAP {val_ap:.4f}")
@@ -236,7 +222,7 @@ def fit(x_train, y_train, x_val, y_val, recipe: DetectorRecipe,
     # Fold the standardisation in: ((x - m) / s) @ K + b = x @ (K / s) + (b - (m / s) @ K).
     raw_kernel = kernel / std[:, None]
     raw_bias = bias - (mean / std) @ kernel
-    return Detectors(raw_kernel.astype(np.float32), raw_bias.astype(np.float32), []), history
+    return raw_kernel.astype(np.float32), raw_bias.astype(np.float32), history
 
 
 def train_concepts(features_dir: str, out: str, recipe: DetectorRecipe = DetectorRecipe(),
@@ -256,17 +242,16 @@ def train_concepts(features_dir: str, out: str, recipe: DetectorRecipe = Detecto
     log(f"{len(concepts)} concepts, {len(train_set)} training / {len(val_set)} validation "
         f"images: {', '.join(concepts)}")
     x_val = pooled_features(val_set)
-    detectors, history = fit(pooled_features(train_set), y_train, x_val, y_val, recipe, log)
+    kernel, bias, history = fit(pooled_features(train_set), y_train, x_val, y_val, recipe, log)
     imagenet = None
     if compare_imagenet:
         imagenet = imagenet_concept_scores(imagenet_probabilities(x_val, full.encoder))
-    keep, comparison = keep_over_imagenet(y_val, detectors.scores(x_val), imagenet, concepts,
-                                          recipe.imagenet_margin)
-    concepts = [concepts[d] for d in keep]
-    detectors = Detectors(detectors.kernel[:, keep], detectors.bias[keep], concepts)
+    keep, comparison = keep_over_imagenet(y_val, detector_scores(kernel, bias, x_val), imagenet,
+                                          concepts, recipe.imagenet_margin)
+    concepts, kernel, bias = [concepts[d] for d in keep], kernel[:, keep], bias[keep]
     dropped = sorted(set(comparison) - set(concepts))
     log(f"kept {len(concepts)} detectors; ImageNet's head does as well for: {', '.join(dropped)}")
-    detectors.save(out)
+    save_detectors(out, kernel, bias, concepts, encoder=full.encoder or None)
     best = max(history, key=lambda h: h["val_mAP"])
     record = {"recipe": asdict(recipe), "concepts": concepts, "features": features_dir,
               "train_images": len(train_set), "val_images": len(val_set),
@@ -277,7 +262,7 @@ def train_concepts(features_dir: str, out: str, recipe: DetectorRecipe = Detecto
     if eval_split:
         data = load_split(features_dir, eval_split)
         y = targets(data.captions, concepts, recipe.min_captions)
-        scores = detectors.scores(pooled_features(data))
+        scores = detector_scores(kernel, bias, pooled_features(data))
         record[eval_split] = {"images": len(data), "mAP": mean_ap(y, scores),
                               "concepts": concept_metrics(y, scores, concepts)}
         log(f"{eval_split}: mAP {record[eval_split]['mAP']:.3f} over {len(data)} images")

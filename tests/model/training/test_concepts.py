@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from altbeam.model.data.feature_records import feature_example, shard_prefix
+from altbeam.model.nets.concept_head import load_detectors
 from altbeam.model.training.concepts import (
     average_precision,
     caption_counts,
@@ -53,8 +54,9 @@ def test_cli_trains_detectors_in_the_concept_head_format(features, tmp_path):
                    "--batch-size", "16", "--no-compare-imagenet"])
     assert rc == 0
     with np.load(out, allow_pickle=False) as npz:
-        assert sorted(npz.files) == ["bias", "concepts", "kernel"]
+        assert sorted(npz.files) == ["bias", "concepts", "encoder", "kernel"]
         kernel, bias, concepts = npz["kernel"], npz["bias"], [str(c) for c in npz["concepts"]]
+    assert load_detectors(str(out)).encoder == "tiny"   # the concept head's reader takes it
     # grass is named by 3 captions of a third of the images; snow by one caption only (no
     # detector); person by all, but without an ImageNet head to beat, a concept ImageNet
     # maps (person: scuba diver, groom, ballplayer) keeps no detector

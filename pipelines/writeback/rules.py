@@ -40,7 +40,7 @@ NOT_WRITABLE_IN_PLACE = frozenset({"BMP", "DIB", "PCX", "PPM", "TGA", "ICO", "SG
 # extension; exiftool's FileType of the file read is checked again before writing.
 RAW_FORMAT_PREFIX = "RAW/"
 RAW_TYPES = frozenset({
-    "3FR", "ARI", "ARW", "BAY", "CR2", "CR3", "CRW", "CIFF", "CS1", "DCR", "DNG", "ERF",
+    "3FR", "ARI", "ARQ", "ARW", "BAY", "CR2", "CR3", "CRW", "CIFF", "CS1", "DCR", "DNG", "ERF",
     "FFF", "GPR", "IIQ", "K25", "KDC", "MEF", "MOS", "MRW", "NEF", "NRW", "ORF", "ORI",
     "PEF", "RAF", "RAW", "RW2", "RWL", "SR2", "SRF", "SRW", "X3F",
 })

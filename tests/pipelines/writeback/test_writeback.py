@@ -321,12 +321,14 @@ def test_kill_mid_run_leaves_files_whole(sample_photos, tmp_path):
 
 def test_caption_then_writeback_end_to_end(sample_photos, contract_model, tmp_path):
     from altbeam.pipelines.caption import pipeline as caption
+    from altbeam.pipelines.caption.incremental import CHANGED, index_entry, listing_decision
+    from altbeam.pipelines.caption.sources import FileRecord
 
     folder = tmp_path / "photos"
     paths = [photo(sample_photos, folder, f"{i}.jpg", index=i) for i in range(3)]
     cat = tmp_path / "cat"
-    summary = caption.run([str(folder), "--catalog", str(cat), "--model", str(contract_model),
-                           "--no-progress"])
+    args = [str(folder), "--catalog", str(cat), "--model", str(contract_model), "--no-progress"]
+    summary = caption.run(args)
     assert summary["captioned"] == 3
     result, by_name = run(cat)
     assert result["counts"] == {"written": 3}
@@ -335,6 +337,16 @@ def test_caption_then_writeback_end_to_end(sample_photos, contract_model, tmp_pa
         t = tags(p)
         assert t["XMP-iptcCore:AltTextAccessibility"] == rows[p.name]["caption"]
         assert t["XMP-altbeam:ModelVersion"] == rows[p.name]["model_version"]
+        # the mtime was kept, the size was not: the listing cannot call it unchanged, ...
+        st, row = os.stat(p), rows[p.name]
+        assert st.st_mtime_ns // 1000 == index_entry(row).mtime_us
+        assert st.st_size != row["size_bytes"]
+        record = FileRecord(uri=str(p), size_bytes=st.st_size, mtime_us=st.st_mtime_ns // 1000)
+        assert listing_decision(record, index_entry(row)) == CHANGED
+    # ... and the content hash finds the write in the writeback log: nothing is captioned
+    again = caption.run(args)
+    assert (again["captioned"], again["skipped_unchanged"], again["failed"]) == (0, 3, 0)
+    assert len(list(read_table_rows(str(cat), "catalog"))) == 3
 
 
 def test_gcs_objects_with_generation_checks(gcs_emulator, gcs_bucket, sample_photos, tmp_path):

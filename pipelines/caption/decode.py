@@ -2,7 +2,8 @@
 
 `decode_image(data, size, uri)` is a pure function (bytes in, `DecodedImage` out) so it
 can be tested alone; every failure raises `ImageDecodeError`, whose message names the
-file and the reason. What it does, in order:
+file and the reason. A camera RAW (formats.raw_family) takes raw_preview's path (its
+largest embedded preview, else LibRaw); any other file, in order:
 
 1. open with Pillow (header only) and refuse images over the pixel limit
    (decompression bombs) before any pixel is decoded;
@@ -37,8 +38,18 @@ from apache_beam.metrics import Metrics
 from PIL import Image, UnidentifiedImageError
 
 from altbeam.model.data.pixels import ORIENTATION_TAG, square_pixels
+from altbeam.pipelines.caption.formats import (  # noqa: F401 - HEIF_SUPPORTED re-exported
+    HEADER_BYTES,
+    HEIF_SUPPORTED,
+    RAW_FAMILIES,
+    ImageDecodeError,
+    raw_family,
+    sniff_format,
+)
+from altbeam.pipelines.caption.raw_preview import RawPicture, RawReader
 from altbeam.pipelines.runtime.progress import NAMESPACE, Tally
 
+RAW_NAMES = frozenset(RAW_FAMILIES.values())
 # Pillow's own default bomb limit; the pipeline's --max-pixels flag overrides it.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -51,25 +62,6 @@ _NS = {
     "dc": "http://purl.org/dc/elements/1.1/",
     "Iptc4xmpCore": "http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/",
 }
-
-try:  # HEIC/HEIF only where the optional plugin is installed.
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-    HEIF_SUPPORTED = True
-except ImportError:  # pragma: no cover - depends on the environment
-    HEIF_SUPPORTED = False
-
-
-class ImageDecodeError(Exception):
-    """A file that cannot become a model input; ``error_type`` is a short code."""
-
-    def __init__(self, uri: str, error_type: str, reason: str):
-        super().__init__(f"{uri}: {reason}")
-        self.uri = uri
-        self.error_type = error_type
-        self.reason = reason
-
 
 @dataclasses.dataclass
 class ImageMetadata:
@@ -89,24 +81,30 @@ class ImageMetadata:
 class DecodedImage:
     pixels: np.ndarray              # uint8 [size, size, 3], RGB
     metadata: ImageMetadata
+    pixels_from: str = "file"       # the catalog's pixels_from (see `pixels_source`)
 
 
 def decode_image(data: bytes, size: int, uri: str,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
-                 use_draft: bool = True) -> DecodedImage:
+                 use_draft: bool = True, raw_reader: RawReader | None = None) -> DecodedImage:
     """Turn a file's bytes into an RGB ``size`` x ``size`` uint8 array plus metadata.
 
     Raises ImageDecodeError (never anything else) naming ``uri`` and the reason.
-    ``use_draft=False`` turns off JPEG draft decoding (for benchmarks).
+    ``use_draft=False`` turns off JPEG draft decoding (for benchmarks). A camera RAW
+    (formats.raw_family) is read by ``raw_reader`` (a temporary one when None).
     """
     if not data:
         raise ImageDecodeError(uri, "empty_file", "file is empty (0 bytes)")
     try:
+        family = raw_family(uri, data[:HEADER_BYTES])
+        if family:
+            return _decode_raw(data, size, uri, family, max_pixels, raw_reader)
         with warnings.catch_warnings():
             # Our own pixel check below replaces Pillow's global bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Image.open is at the first frame (a PSD: its flattened composite, which
+            # seek(0) would refuse as outside its 1-based layer sequence).
             im = Image.open(io.BytesIO(data))
-            im.seek(0)
             return _decode_opened(im, size, uri, max_pixels, use_draft)
     except ImageDecodeError:
         raise
@@ -125,20 +123,10 @@ def decode_image(data: bytes, size: int, uri: str,
         # Pillow reports truncated/corrupt data with OSError, SyntaxError, ValueError,
         # struct.error ... depending on the plugin; keep its wording, name the kind.
         text = str(e) or type(e).__name__
-        kind = "truncated" if "truncated" in text.lower() else "corrupt_data"
+        kind = ("truncated" if "truncated" in text.lower() else
+                "needs_ghostscript" if "ghostscript" in text.lower() else "corrupt_data")
         raise ImageDecodeError(uri, kind, f"cannot decode image data ({type(e).__name__}): "
                                f"{text}") from None
-
-
-_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
-          (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format that ``data``'s first bytes announce, if any."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
 
 
 def _decode_opened(im: Image.Image, size: int, uri: str,
@@ -157,11 +145,43 @@ def _decode_opened(im: Image.Image, size: int, uri: str,
         width, height = height, width
     metadata = ImageMetadata(width=width, height=height, format=im.format)
     _read_metadata(im, exif, metadata)
+    source = pixels_source(im)
 
     pixels = square_pixels(im, size, use_draft)
     if pixels.shape != (size, size, 3):  # defensive: the model contract needs exactly this
         raise ImageDecodeError(uri, "bad_shape", f"decoded to shape {pixels.shape}")
-    return DecodedImage(pixels=pixels, metadata=metadata)
+    return DecodedImage(pixels=pixels, metadata=metadata, pixels_from=source)
+
+
+def pixels_source(im: Image.Image) -> str:
+    """The catalog's ``pixels_from`` for a picture Pillow opened: "composite" (a PSD's
+    flattened image), "frame 0" (the first of several frames or pages), else "file"."""
+    if im.format == "PSD":
+        return "composite"
+    return "frame 0" if getattr(im, "is_animated", False) else "file"
+
+
+def _decode_raw(data: bytes, size: int, uri: str, family: str, max_pixels: int | None,
+                reader: RawReader | None) -> DecodedImage:
+    """A camera RAW through raw_preview: its largest preview (or LibRaw), upright."""
+    own = reader is None
+    reader = reader or RawReader()
+    try:
+        raw: RawPicture = reader.read(data, uri, family, size, max_pixels)
+    finally:
+        if own:
+            reader.close()
+    tags = raw.tags
+    file_type = str(tags.get("FileType") or "")
+    md = ImageMetadata(width=raw.width, height=raw.height,
+                       format=f"RAW/{file_type if file_type in RAW_NAMES else family}")
+    md.capture_time = parse_exif_datetime(tags.get("DateTimeOriginal") or tags.get("CreateDate"))
+    md.camera_make = _clean_text(tags.get("Make"))
+    md.camera_model = _clean_text(tags.get("Model"))
+    md.existing_description = (_clean_text(tags.get("Description"))
+                               or _clean_text(tags.get("ImageDescription")))
+    md.existing_alt_text = _clean_text(tags.get("AltTextAccessibility"))
+    return DecodedImage(square_pixels(raw.image, size), md, raw.pixels_from)
 
 
 # --- metadata --------------------------------------------------------------------------
@@ -287,6 +307,7 @@ class ImageInfo:
     size_bytes: int
     mtime_us: int | None
     metadata: ImageMetadata
+    pixels_from: str = "file"       # see DecodedImage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,6 +337,7 @@ class ReadAndDecode(beam.DoFn):
     def setup(self):
         self._tally = Tally(self._progress_dir)
         self._decode_ms = Metrics.distribution(NAMESPACE, "decode_ms")
+        self._raw_reader = RawReader()      # starts exiftool on the first RAW only
 
     def process(self, record):
         uri = record.uri
@@ -340,17 +362,23 @@ class ReadAndDecode(beam.DoFn):
             return
         start = time.perf_counter()
         try:
-            decoded = decode_image(data, self._size, uri, self._max_pixels)
+            decoded = decode_image(data, self._size, uri, self._max_pixels,
+                                   raw_reader=self._raw_reader)
         except ImageDecodeError as e:
             yield self._error(StageError(uri, "decode", e.error_type, str(e)))
             return
         self._decode_ms.update(int((time.perf_counter() - start) * 1000))
         info = ImageInfo(uri=uri, sha256=sha, size_bytes=len(data),
-                         mtime_us=record.mtime_us, metadata=decoded.metadata)
+                         mtime_us=record.mtime_us, metadata=decoded.metadata,
+                         pixels_from=decoded.pixels_from)
         yield info, decoded.pixels
 
     def finish_bundle(self):
         self._tally.flush()
+
+    def teardown(self):
+        if getattr(self, "_raw_reader", None):
+            self._raw_reader.close()
 
     def _read(self, uri: str) -> bytes:
         with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:

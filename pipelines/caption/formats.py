@@ -96,19 +96,20 @@ def raw_family(uri: str, header: bytes) -> str | None:
     return _raw_magic(header) or RAW_FAMILIES.get(extension(uri))
 
 
-def sniff_picture(header: bytes) -> str | None:
-    """The Pillow format whose opener accepts ``header`` (first bytes), if any."""
+def sniff_picture(header: bytes) -> list[str]:
+    """The Pillow formats whose openers accept ``header`` (first bytes), in Pillow's order."""
     prefix = header[:16]      # what Image.open gives the accept() functions
+    found = []
     for fmt in Image.ID:
-        factory, accept = Image.OPEN[fmt]
+        accept = Image.OPEN[fmt][1]
         if fmt in NOT_PICTURES or accept is None:
             continue
         try:
             if accept(prefix):
-                return fmt
+                found.append(fmt)
         except Exception:  # noqa: BLE001 - a plugin's check failing means "not mine"
             continue
-    return None
+    return found
 
 
 # The magic bytes of the common formats, for naming a corrupt header in errors.
@@ -141,22 +142,23 @@ def skip_reason(uri: str, open_file) -> str | None:
             header = f.read(HEADER_BYTES)
             if _raw_magic(header):
                 return None
-            fmt = sniff_picture(header)
-            if fmt and _opens_as(f, fmt):
+            formats = sniff_picture(header)
+            if formats and _opens_as(f, formats):
                 return None
     except OSError:
         return None
     return "not_an_image"
 
 
-def _opens_as(f, fmt: str) -> bool:
-    """Pillow's ``fmt`` opener parses the header of ``f`` (weak magics such as PPM's
-    "P1" or BMP's "BM" also start many text files; parsing tells them apart)."""
+def _opens_as(f, formats: list[str]) -> bool:
+    """One of Pillow's openers for ``formats`` parses the header of ``f`` (weak magics
+    such as PPM's "P1" or BMP's "BM" also start many text files; parsing tells them
+    apart)."""
     try:
         f.seek(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(f, formats=[fmt]):
+            with Image.open(f, formats=formats):
                 return True
     except Image.DecompressionBombError:
         return True      # a picture; the decoder refuses it as an errors row

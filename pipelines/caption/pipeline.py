@@ -8,9 +8,10 @@ Pipeline (every step named; see docs/pipeline.md)::
       -> Caption (RunInference, fixed batches) ──errors──> WriteErrors
       -> ToCatalogRows -> WriteCatalog -> WriteRunSummary (CATALOG/runs/<run_id>.json)
 
-Flags this module does not know pass through to Beam's PipelineOptions, so
-``--runner DataflowRunner --project ...`` or ``--direct_running_mode multi_processing
---direct_num_workers 2`` work as usual. Locally (DirectRunner, the default) a progress
+Beam/Dataflow pipeline options, anywhere among the arguments, pass through to Beam's
+PipelineOptions, so ``--runner DataflowRunner --project ...`` or ``--direct_running_mode
+multi_processing --direct_num_workers 2`` work as usual; any other unknown flag is
+refused (runtime/flags.py). Locally (DirectRunner, the default) a progress
 line goes to stderr every few seconds and a summary ends the run.
 
 With ``--write-metadata`` the new catalog rows also go through
@@ -39,7 +40,13 @@ from altbeam.pipelines.caption.incremental import (
     ReadCatalogIndex,
     SkipUnchanged,
 )
-from altbeam.pipelines.caption.inference import CaptionImages, ModelInfo, read_model_info
+from altbeam.pipelines.caption.inference import (
+    CaptionImages,
+    ModelInfo,
+    NoGpuError,
+    read_model_info,
+    require_gpu,
+)
 from altbeam.pipelines.caption.options import CaptionConfig, CaptionUsageError, parse_args
 from altbeam.pipelines.caption.sources import ListImages
 from altbeam.pipelines.catalog.beam_io import (
@@ -99,7 +106,8 @@ def build(p: beam.Pipeline, config: CaptionConfig,
     unchanged_parts.append(decoded.unchanged)
 
     inferred = decoded.images | "Caption" >> CaptionImages(
-        model, config.batch_size, large_model=config.share_model)
+        model, config.batch_size, large_model=config.share_model,
+        require_gpu=config.require_gpu, progress_dir=pd)
     rows = inferred["captioned"] | "ToCatalogRows" >> beam.ParDo(
         ToCatalogRows(model.version, config.run_id, pd))
     inference_errors = inferred["errors"] | "CountInferenceErrors" >> beam.ParDo(
@@ -141,6 +149,7 @@ def build(p: beam.Pipeline, config: CaptionConfig,
                    captioned=count(rows, "CountCaptioned"),
                    unchanged=count(unchanged, "CountUnchanged"),
                    failed=count(errors, "CountFailed"),
+                   skipped=beam.pvalue.AsList(listed["skipped"]),
                    catalog_files=beam.pvalue.AsList(catalog_files),
                    error_files=beam.pvalue.AsList(error_files)))
     return {"rows": rows, "errors": errors, "unchanged": unchanged,
@@ -161,6 +170,8 @@ def run(argv: list[str] | None = None) -> dict:
     except (OSError, ValueError) as e:
         raise CaptionUsageError(f"cannot use model {config.model}: {e}") from e
     options = PipelineOptions(flags=beam_argv)   # flags=[]: never re-parse sys.argv
+    if config.require_gpu and runs_locally(options):
+        require_gpu()     # before any image is read (remote workers check when they load)
     reporter = None
     if runs_locally(options) and not args.no_progress:
         config.progress_dir = tempfile.mkdtemp(prefix="altbeam-progress-")
@@ -198,9 +209,23 @@ def format_summary(s: dict) -> str:
             f"captioned {s['captioned']}, skipped unchanged {s['skipped_unchanged']}, "
             f"failed {s['failed']}, {s['images_per_second']:.2f} images/s"
             + (f"; failures are listed in {s['catalog']}/errors/" if s["failed"] else "")
+            + skipped_phrase(s.get("skipped_not_images"), "that are not images",
+                             "that is not an image")
+            + skipped_phrase(s.get("skipped_not_in_extensions"), "not in --extensions",
+                             "not in --extensions")
             + ("; metadata: " + ", ".join(f"{k} {s['writeback'].get(k, 0)}" for k in
                                           ("written", "skipped", "failed"))
                + f" (see {s['catalog']}/writeback/)" if "writeback" in s else ""))
+
+
+def skipped_phrase(counts: dict | None, many: str, one: str) -> str:
+    """E.g. '; skipped 3 files that are not images: .mp3 ×1, .pdf ×1, .txt ×1' ('' if none)."""
+    total = sum((counts or {}).values())
+    if not total:
+        return ""
+    by_extension = ", ".join(f"{ext} ×{n}" for ext, n in sorted(counts.items()))
+    what = f"1 file {one}" if total == 1 else f"{total} files {many}"
+    return f"; skipped {what}: {by_extension}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except CaptionUsageError as e:
         print(f"altbeam caption: {e}", file=sys.stderr)
         return 2
+    except NoGpuError as e:
+        print(f"altbeam caption: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - report, don't dump a Beam stack on users
         print(f"altbeam caption: pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

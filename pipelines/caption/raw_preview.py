@@ -115,9 +115,9 @@ class RawReader:
         if self._exiftool_missing:
             return {}, []
         try:
-            if self._session is None:
-                self._session = ExifToolSession().start()
-            info, extract = self._session.run([
+            self._session = self._session or ExifToolSession()
+            self._session.start()     # raises when exiftool is not installed
+            info, _ = self._session.run([
                 ["-j", "-n", *(f"-{t}" for t in INFO_TAGS), file_arg(path)],
                 ["-a", "-b", "-W", os.path.join(preview_dir, "%t%-c.%s"),
                  *(f"-{t}" for t in PREVIEW_TAGS), file_arg(path)]])

@@ -9,8 +9,14 @@ that local directories are walked with ``os.walk`` so symlinks can be policed:
   prefix, recursively; a single file is taken as is;
 * ``@list.txt`` (or ``--input-list FILE``) names a text file with one URI per line
   (blank lines and ``#`` comments ignored);
-* files are kept when their extension is an image type (``IMAGE_EXTENSIONS``) and
-  they are no larger than ``--max-file-size``; larger ones become error rows;
+* every regular file found under a folder, glob or prefix is accounted for: a
+  candidate image (decided by content: caption.formats.skip_reason; a file named
+  like a picture or camera RAW is always one), or a `SkippedFile` (not an image, or
+  an XMP sidecar), counted in the run summary and never an errors row. With
+  ``--extensions`` given (anything but its default, ``IMAGE_EXTENSIONS``), only files
+  with those extensions are candidates and the rest are skipped as
+  "not_in_extensions". A file named explicitly is always a candidate;
+* candidates larger than ``--max-file-size`` become error rows;
 * security: a symlink whose target lies outside the input root it was found under is
   not followed (it becomes an error row) unless ``--follow-symlinks``; symlinked
   directories are only descended with ``--follow-symlinks``.
@@ -26,15 +32,22 @@ import os
 import re
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from altbeam.pipelines.caption.decode import HEIF_SUPPORTED, read_error_type
+from altbeam.pipelines.caption.decode import read_error_type
+from altbeam.pipelines.caption.formats import (
+    PICTURE_EXTENSIONS,
+    RAW_FAMILIES,
+    extension,
+    skip_reason,
+)
 from altbeam.pipelines.runtime.progress import Tally
 from altbeam.pipelines.runtime.uris import is_remote, local_path
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
-    | ({".heic", ".heif"} if HEIF_SUPPORTED else set()))
+# Every extension named like a picture Pillow opens or a camera RAW; as the value of
+# --extensions (its default) it means "every file, decided by content".
+IMAGE_EXTENSIONS = frozenset(PICTURE_EXTENSIONS | set(RAW_FAMILIES))
 
 DEFAULT_MAX_FILE_SIZE = 200 * 1024 * 1024   # 200 MiB
 _GLOB = re.compile(r"[*?\[]")
@@ -58,6 +71,30 @@ class ListError:
     uri: str
     error_type: str
     message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedFile:
+    """A listed file that is not taken: counted in the run summary, not an error."""
+
+    uri: str
+    extension: str      # lower-cased with its dot; "" when the name has none
+    reason: str         # not_an_image | xmp_sidecar | not_in_extensions
+
+
+def by_content(extensions: frozenset[str] | None) -> bool:
+    """Whether a listing decides by content (``extensions`` None or the default)."""
+    return extensions is None or frozenset(extensions) == IMAGE_EXTENSIONS
+
+
+def candidate_or_skip(record: FileRecord, extensions: frozenset[str] | None,
+                      open_file) -> FileRecord | SkippedFile:
+    """A listed file as a candidate image or as a skip (see the module doc)."""
+    if by_content(extensions):
+        reason = skip_reason(record.uri, open_file)
+    else:
+        reason = None if has_image_extension(record.uri, extensions) else "not_in_extensions"
+    return record if reason is None else SkippedFile(record.uri, extension(record.uri), reason)
 
 
 def read_input_list(path: str) -> list[str]:
@@ -95,11 +132,12 @@ def glob_root(pattern: str) -> str:
     return os.path.dirname(head) or "."
 
 
-def list_input(spec: str, extensions: frozenset[str] = IMAGE_EXTENSIONS,
-               max_file_size: int = DEFAULT_MAX_FILE_SIZE,
-               follow_symlinks: bool = False) -> list[FileRecord | ListError]:
-    """Everything one input argument yields: its image files, and an error per file
-    or folder that cannot be taken (an input that cannot be listed at all: one error)."""
+def list_input(spec: str, extensions: frozenset[str] | None = IMAGE_EXTENSIONS,
+               max_file_size: int = DEFAULT_MAX_FILE_SIZE, follow_symlinks: bool = False
+               ) -> list[FileRecord | ListError | SkippedFile]:
+    """Everything one input argument yields: its image files, a skip per other file,
+    and an error per file or folder that cannot be taken (an input that cannot be
+    listed at all: one error)."""
     try:
         if is_remote(spec):
             items = list(list_remote(spec, extensions))
@@ -120,8 +158,17 @@ def size_checked(item: FileRecord | ListError, max_file_size: int) -> FileRecord
 
 
 # -- local paths: walked here so symlinks can be checked against the root ----------
-def list_local(spec: str, extensions: frozenset[str], follow_symlinks: bool = False):
-    """A folder (recursive), a glob or one file -> FileRecords and ListErrors."""
+def _local_listed(path: str, real_root: str, extensions, follow_symlinks: bool):
+    """One file found in a folder or glob: stat-checked first (the symlink policy
+    holds before any byte is read), then a candidate or a skip."""
+    item = stat_file(path, real_root, follow_symlinks)
+    if isinstance(item, ListError):
+        return item
+    return candidate_or_skip(item, extensions, lambda: open(path, "rb"))
+
+
+def list_local(spec: str, extensions: frozenset[str] | None, follow_symlinks: bool = False):
+    """A folder (recursive), a glob or one file -> FileRecords, SkippedFiles, ListErrors."""
     path = os.path.abspath(os.path.expanduser(spec))
     if os.path.isdir(path):
         yield from walk_folder(path, extensions, follow_symlinks)
@@ -129,8 +176,8 @@ def list_local(spec: str, extensions: frozenset[str], follow_symlinks: bool = Fa
         root = os.path.realpath(glob_root(path))
         for result in FileSystems.match([path]):
             for md in result.metadata_list:
-                if has_image_extension(md.path, extensions):
-                    yield stat_file(md.path, root, follow_symlinks)
+                if not os.path.isdir(md.path):
+                    yield _local_listed(md.path, root, extensions, follow_symlinks)
     elif os.path.lexists(path):
         # An explicitly named file is taken whatever its extension.
         yield stat_file(path, os.path.realpath(os.path.dirname(path)), follow_symlinks)
@@ -138,8 +185,10 @@ def list_local(spec: str, extensions: frozenset[str], follow_symlinks: bool = Fa
         yield ListError(spec, "not_found", f"{spec}: input does not exist")
 
 
-def walk_folder(root: str, extensions: frozenset[str], follow_symlinks: bool = False):
-    """Every image file under ``root`` (sorted), and an error per folder it cannot list."""
+def walk_folder(root: str, extensions: frozenset[str] | None = IMAGE_EXTENSIONS,
+                follow_symlinks: bool = False):
+    """Every file under ``root`` (sorted) as a candidate, skip or error, and an error
+    per folder it cannot list."""
     real_root = os.path.realpath(root)
     seen = {real_root}
     unlistable: list[ListError] = []
@@ -164,8 +213,8 @@ def walk_folder(root: str, extensions: frozenset[str], follow_symlinks: bool = F
                 keep.append(d)
         dirnames[:] = keep
         for name in sorted(filenames):
-            if has_image_extension(name, extensions):
-                yield stat_file(os.path.join(dirpath, name), real_root, follow_symlinks)
+            yield _local_listed(os.path.join(dirpath, name), real_root, extensions,
+                                follow_symlinks)
     yield from unlistable
 
 
@@ -193,8 +242,13 @@ def stat_file(path: str, real_root: str, follow_symlinks: bool = False
 
 
 # -- any other Beam filesystem ----------------------------------------------------
-def list_remote(spec: str, extensions: frozenset[str]):
-    """A remote object, glob or prefix (recursive) -> FileRecords, or one not_found error."""
+def _open_remote(uri: str):
+    return FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def list_remote(spec: str, extensions: frozenset[str] | None):
+    """A remote object, glob or prefix (recursive) -> FileRecords and SkippedFiles, or one
+    not_found error."""
     if _GLOB.search(spec.split("://", 1)[1]):
         patterns, explicit = [spec], False
     else:
@@ -209,20 +263,23 @@ def list_remote(spec: str, extensions: frozenset[str]):
             if md.path.endswith("/"):
                 continue  # "directory" placeholder objects
             found = True
-            if explicit or has_image_extension(md.path, extensions):
-                mtime = md.last_updated_in_seconds
-                yield FileRecord(uri=md.path, size_bytes=md.size_in_bytes,
-                                 mtime_us=round(mtime * 1e6) if mtime else None)
+            mtime = md.last_updated_in_seconds
+            record = FileRecord(uri=md.path, size_bytes=md.size_in_bytes,
+                                mtime_us=round(mtime * 1e6) if mtime else None)
+            yield record if explicit else candidate_or_skip(
+                record, extensions, lambda uri=record.uri: _open_remote(uri))
     if not found:
         yield ListError(spec, "not_found", f"{spec}: no objects under this input")
 
 
 class ExpandInput(beam.DoFn):
-    """One input argument -> the image files under it (main) and listing errors ("errors")."""
+    """One input argument -> the image files under it (main), listing errors ("errors")
+    and the files that are not images ("skipped")."""
 
     def __init__(self, extensions=IMAGE_EXTENSIONS, max_file_size=DEFAULT_MAX_FILE_SIZE,
                  follow_symlinks=False, progress_dir=None):
-        self._extensions = frozenset(e.lower() for e in extensions)
+        self._extensions = (None if extensions is None
+                            else frozenset(e.lower() for e in extensions))
         self._max_file_size = max_file_size
         self._follow = follow_symlinks
         self._progress_dir = progress_dir
@@ -235,6 +292,8 @@ class ExpandInput(beam.DoFn):
             if isinstance(item, ListError):
                 self._tally.add("failed")
                 yield beam.pvalue.TaggedOutput("errors", item)
+            elif isinstance(item, SkippedFile):
+                yield beam.pvalue.TaggedOutput("skipped", item)
             else:
                 self._tally.add("listed")
                 yield item
@@ -249,7 +308,8 @@ def _first(records):
 
 
 class ListImages(beam.PTransform):
-    """Input arguments -> FileRecords (one per distinct URI) and ListErrors ("errors")."""
+    """Input arguments -> FileRecords (one per distinct URI), ListErrors ("errors") and
+    SkippedFiles (one per distinct URI, "skipped")."""
 
     def __init__(self, inputs: list[str], **expand_kwargs):
         super().__init__()
@@ -260,9 +320,13 @@ class ListImages(beam.PTransform):
         listed = (pbegin
                   | "Inputs" >> beam.Create(self._inputs)
                   | "Expand" >> beam.ParDo(ExpandInput(**self._kwargs)).with_outputs(
-                      "errors", main="files"))
+                      "errors", "skipped", main="files"))
         files = (listed.files
                  | "KeyByUri" >> beam.Map(lambda r: (r.uri, r))
                  | "OnePerUri" >> beam.CombinePerKey(_first)
                  | "DropKey" >> beam.Values())
-        return {"files": files, "errors": listed.errors}
+        skipped = (listed.skipped
+                   | "KeySkippedByUri" >> beam.Map(lambda s: (s.uri, s))
+                   | "OneSkipPerUri" >> beam.CombinePerKey(lambda skips: next(iter(skips)))
+                   | "DropSkipKey" >> beam.Values())
+        return {"files": files, "errors": listed.errors, "skipped": skipped}

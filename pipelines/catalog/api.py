@@ -11,6 +11,10 @@ summaries. This module finds the shards, and gives them to DuckDB as views:
 ``writeback``        one row per writeback decision, all runs
 ``runs``             one row per ``runs/<run_id>.json`` summary (known keys as columns,
                      the whole summary as JSON text in ``summary``)
+``skipped``          one row per listed file a caption run did not take because it is
+                     not an image (or an XMP sidecar, or outside ``--extensions``):
+                     uri, extension, reason, run_id (from the summaries'
+                     ``skipped_files``)
 
 A missing or empty table folder gives an empty view typed from the schema, so queries
 never fail because a run had, say, no errors.
@@ -42,7 +46,7 @@ from altbeam.pipelines.catalog.layout import LATEST_ORDER_SQL, run_summaries_glo
 from altbeam.pipelines.runtime.uris import is_remote, local_path
 from altbeam.schemas.catalog import TABLES, table_dir
 
-VIEWS = ("catalog", "catalog_history", "errors", "writeback", "runs")
+VIEWS = ("catalog", "catalog_history", "errors", "writeback", "runs", "skipped")
 # Run summary keys promoted to columns of the `runs` view (others stay in `summary`).
 RUN_KEYS = {"run_id": pa.string(), "model_version": pa.string(), "started_at": pa.string(),
             "finished_at": pa.string(), "captioned": pa.int64(), "failed": pa.int64(),
@@ -141,6 +145,24 @@ def _runs_table(summaries: list[dict]) -> pa.Table:
     return pa.table(columns)
 
 
+SKIPPED_SCHEMA = pa.schema([("uri", pa.string()), ("extension", pa.string()),
+                            ("reason", pa.string()), ("run_id", pa.string())])
+
+
+def _skipped_table(summaries: list[dict]) -> pa.Table:
+    """Every run summary's ``skipped_files`` as rows (runs before them have none)."""
+    rows = []
+    for s in summaries:
+        files = s.get("skipped_files")
+        for f in files if isinstance(files, list) else []:
+            if isinstance(f, dict):
+                rows.append({"uri": _coerce(f.get("uri"), pa.string()),
+                             "extension": _coerce(f.get("extension"), pa.string()),
+                             "reason": _coerce(f.get("reason"), pa.string()),
+                             "run_id": _coerce(s.get("run_id"), pa.string())})
+    return pa.Table.from_pylist(rows, schema=SKIPPED_SCHEMA)
+
+
 def _sql_list(files: list[str]) -> str:
     # Paths are our own glob results, but quote them properly anyway.
     return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
@@ -167,8 +189,11 @@ def connect(path: str, *, all_runs: bool = False, locked: bool = False
         else:
             con.register(f"_empty_{table}", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{table}")
-    con.register("_runs", _runs_table(read_run_summaries(local)))
+    summaries = read_run_summaries(local)
+    con.register("_runs", _runs_table(summaries))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
+    con.register("_skipped", _skipped_table(summaries))
+    con.execute("CREATE VIEW skipped AS SELECT * FROM _skipped")
     if all_runs:
         con.execute("CREATE VIEW catalog AS SELECT * FROM catalog_history")
     else:

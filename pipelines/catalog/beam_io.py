@@ -52,11 +52,13 @@ def catalog_row(info: ImageInfo, captions: list[str], scores: list[float],
     """One catalog row, exactly the columns of CATALOG_SCHEMA.
 
     ``v2`` holds the version-2 columns a caller knows (caption_status, objects,
-    keywords, keyword_scores, pixels_from); the rest are null."""
+    keywords, keyword_scores, pixels_from); the rest are null. pixels_from defaults to
+    the ImageInfo's own ("file", "frame 0", "PreviewImage", "libraw" ...)."""
     md = info.metadata
     unknown = set(v2) - set(V2_COLUMNS)
     if unknown:
         raise TypeError(f"not catalog columns: {sorted(unknown)}")
+    v2.setdefault("pixels_from", getattr(info, "pixels_from", None))
     return {
         "uri": info.uri,
         "sha256": info.sha256,
@@ -130,10 +132,41 @@ class WriteTable(beam.PTransform):
             num_shards=self._num_shards, codec=PARQUET_CODEC, use_compliant_nested_type=True)
 
 
+NOT_IMAGE_REASONS = ("not_an_image", "xmp_sidecar")
+NO_EXTENSION = "(none)"
+
+
+def skipped_summary(skipped: list) -> dict:
+    """The run summary's account of the listed files that were not taken (sources.
+    SkippedFile): counts by extension of those that are not images and of those outside
+    --extensions, with totals, and the files themselves (``skipped_files``: uri,
+    extension, reason; the uri redacted like the errors table's), which the query
+    view ``skipped`` lists."""
+    from altbeam.pipelines.runtime.redact import redact
+
+    out: dict = {}
+    for key, wanted in (("skipped_not_images", NOT_IMAGE_REASONS),
+                        ("skipped_not_in_extensions", ("not_in_extensions",))):
+        counts: dict[str, int] = {}
+        for item in skipped:
+            if item.reason in wanted:
+                label = item.extension or NO_EXTENSION
+                counts[label] = counts.get(label, 0) + 1
+        out[key] = dict(sorted(counts.items()))
+        out[key + "_total"] = sum(counts.values())
+    out["skipped_files"] = sorted(
+        ({"uri": redact(i.uri), "extension": i.extension, "reason": i.reason}
+         for i in skipped), key=lambda f: f["uri"])
+    return out
+
+
 def write_run_summary(_, *, catalog: str, run_id: str, started_at: float, config: dict,
                       captioned: int, unchanged: int, failed: int,
-                      catalog_files: list, error_files: list) -> str:
-    """Write CATALOG/runs/<run_id>.json once both tables are finalized; return its path."""
+                      catalog_files: list, error_files: list,
+                      skipped: list | None = None) -> str:
+    """Write CATALOG/runs/<run_id>.json once both tables are finalized; return its path.
+
+    ``skipped``: the listing's SkippedFiles (see `skipped_summary`)."""
     finished = time.time()
     seconds = max(finished - started_at, 1e-9)
     summary = {
@@ -147,6 +180,7 @@ def write_run_summary(_, *, catalog: str, run_id: str, started_at: float, config
         "images_per_second": round(captioned / seconds, 3),
         "catalog_shards": sorted(str(f) for f in catalog_files),
         "error_shards": sorted(str(f) for f in error_files),
+        **skipped_summary(skipped or []),
         **config,
     }
     path = run_summary_path(catalog, run_id)

@@ -1,7 +1,7 @@
 """RAW files (issue 18): alt text goes to an XMP sidecar, the RAW's bytes never change.
 
-The RAW files are DNG containers carrying a real sample photo as their PreviewImage
-(support.raw_with_preview); real exiftool, real Beam runs.
+The RAW files are DNG and CR2 containers carrying a real sample photo as their
+PreviewImage (tests/support/raw_files.py); real exiftool, real Beam runs.
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from tests.pipelines.writeback.support import (
     exiftool_set,
     photo,
     raw_preview,
-    raw_with_preview,
     run,
     sha,
     tags,
 )
+from tests.support.raw_files import raw_with_preview
 
 pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool missing")
 
@@ -31,10 +31,14 @@ ALT = "XMP-iptcCore:AltTextAccessibility"
 
 
 def raw(sample_photos, folder, name, index=0):
+    """A DNG or CR2 (by ``name``) carrying sample photo ``index`` as its PreviewImage;
+    another name: a DNG renamed."""
     folder.mkdir(parents=True, exist_ok=True)
     src = sorted(sample_photos.glob("*.jpg"))[index]
-    family = "CR2" if name.lower().endswith(".cr2") else "DNG"
-    path = raw_with_preview(src, folder / name, family)
+    suffix = os.path.splitext(name)[1]
+    built = folder / (name if suffix.lower() in (".dng", ".cr2") else name + ".dng")
+    path = raw_with_preview(built, src.read_bytes()).rename(folder / name)
+    os.chmod(path, 0o644)
     assert raw_preview(path) == src.read_bytes()       # a real photo inside a real RAW
     return path
 
@@ -130,3 +134,42 @@ def test_a_raw_catalogued_under_another_format_is_never_written(sample_photos, t
     (d,) = annotate([catalog_row(hidden, format="RAW/DNG")], run_id="r2")   # as the RAW it is
     assert d["action"] == "written" and d["target"] == str(folder / "scan.xmp")
     assert file_state(hidden) == before
+
+
+def test_an_archive_folder_through_caption_writeback_and_caption_again(
+        sample_photos, contract_model, tmp_path):
+    """A RAW and a captioned newsroom JPEG: captioned, annotated beside the person's words
+    and in the RAW's sidecar, every time kept; a second caption run captions nothing."""
+    from altbeam.pipelines.caption import pipeline as caption
+
+    folder = tmp_path / "archive"
+    cr2 = raw(sample_photos, folder, "IMG_0001.CR2", index=6)
+    news = photo(sample_photos, folder, "news.jpg", index=7)
+    exiftool_set(news, "-IPTC:Caption-Abstract=The mayor opens the bridge. Photo: Ann",
+                 "-XMP-dc:Description=The mayor opens the bridge. Photo: Ann")
+    for p in (cr2, news):
+        os.utime(p, ns=(1_500_000_000_123_456_789,) * 2)
+    before = {p.name: file_state(p) for p in (cr2, news)}
+    words = tags(news)["IPTC:Caption-Abstract"], tags(news)["XMP-dc:Description"]
+    cat = tmp_path / "cat"
+    args = [str(folder), "--catalog", str(cat), "--model", str(contract_model), "--no-progress"]
+    assert caption.run(args)["captioned"] == 2
+    rows = {os.path.basename(r["uri"]): r for r in read_table_rows(str(cat), "catalog")}
+    assert rows["IMG_0001.CR2"]["format"] == "RAW/CR2"
+
+    result, by_name = run(cat)
+    assert result["counts"] == {"written": 2}, [d["reason"] for d in by_name.values()]
+    side = folder / "IMG_0001.xmp"
+    assert by_name["IMG_0001.CR2"]["target"] == str(side)
+    assert tags(side)[ALT] == rows["IMG_0001.CR2"]["caption"]
+    assert file_state(cr2) == before["IMG_0001.CR2"]                 # the RAW: untouched
+    assert tags(news)[ALT] == rows["news.jpg"]["caption"]
+    assert (tags(news)["IPTC:Caption-Abstract"], tags(news)["XMP-dc:Description"]) == words
+    assert os.stat(news).st_mtime_ns == before["news.jpg"][2]         # time kept
+
+    again = caption.run(args)                        # the sidecar is no new image
+    assert (again["captioned"], again["skipped_unchanged"], again["failed"]) == (0, 2, 0)
+    assert len(list(read_table_rows(str(cat), "catalog"))) == 2
+    assert not [r for r in read_table_rows(str(cat), "errors") if r["uri"].endswith(".xmp")]
+    rerun, _ = run(cat)
+    assert rerun["counts"] == {"skipped": 2}

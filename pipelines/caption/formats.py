@@ -12,7 +12,8 @@ One rule for the listing (sources.py: which files become candidates) and the dec
   order, so a PNG named ``.dat`` is still a PNG;
 * `is_candidate` (the listing's decision): a file named like a picture or a RAW is
   always a candidate (the decoder then reads it, and a broken one is an errors row);
-  any other file is a candidate only when its content is a picture or a RAW. XMP
+  any other file is a candidate only when its content is a picture or a RAW (by
+  accept() and a header Pillow parses, or by the strict openers in SELF_CHECKING). XMP
   sidecars (``.xmp``) are never candidates. Everything else is "not an image": a
   counted skip in the run summary, never an errors row.
 
@@ -52,6 +53,10 @@ NOT_PICTURES = frozenset({"MPEG", "BUFR", "GRIB", "HDF5", "IPTC"})
 PICTURE_EXTENSIONS = frozenset(
     ext for ext, fmt in Image.registered_extensions().items()
     if fmt in Image.OPEN and fmt not in NOT_PICTURES)
+# Openers without an accept() check whose own header parsing is strict enough to try
+# on any file ("Image type:" text, SPIDER's consistent float header, PCD's PCD_IPI);
+# TGA's 18-byte header is too loose, so a TGA needs its extension.
+SELF_CHECKING = ("IM", "SPIDER", "PCD")
 SIDECAR_EXTENSIONS = frozenset({".xmp"})
 HEADER_BYTES = 64     # enough for every magic below and Pillow's 16-byte accept() prefix
 
@@ -142,8 +147,7 @@ def skip_reason(uri: str, open_file) -> str | None:
             header = f.read(HEADER_BYTES)
             if _raw_magic(header):
                 return None
-            formats = sniff_picture(header)
-            if formats and _opens_as(f, formats):
+            if _opens_as(f, sniff_picture(header) + list(SELF_CHECKING)):
                 return None
     except OSError:
         return None

@@ -56,6 +56,7 @@ PICTURES = {
     "dds": (lambda: saved("DDS"), ".dds", "DDS", "file"),
     "sgi": (lambda: saved("SGI"), ".sgi", "SGI", "file"),
     "qoi": (lambda: saved("QOI"), ".qoi", "QOI", "file"),
+    "im": (lambda: saved("IM"), ".im", "IM", "file"),     # no magic: its strict header
     "webp": (lambda: saved("WEBP", quality=95), ".webp", "WEBP", "file"),
     "multipage_tiff": (two_page_tiff, ".tiff", "TIFF", "frame 0"),
 }

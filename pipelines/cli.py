@@ -49,6 +49,14 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _exit_status(code) -> int:
+    """SystemExit's code as the process status Python would give it."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -86,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(rest) or 0)
+    except SystemExit as e:         # argparse's usage errors and --help: a status, as a run's
+        return _exit_status(e.code)
     except KeyboardInterrupt:
         print("altbeam: interrupted", file=sys.stderr)
         return 130

@@ -1,6 +1,7 @@
 """`altbeam caption`'s own options: the command line and the :class:`CaptionConfig` it
-becomes. Flags this parser does not know are Beam's (``--runner`` ...) and are handed
-back untouched by `parse_args`.
+becomes. Beam's pipeline options (``--runner`` ...) may stand anywhere among them and
+are handed back untouched by `parse_args`; any other flag is refused
+(altbeam.pipelines.runtime.flags).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from altbeam.pipelines.caption.sources import (
     IMAGE_EXTENSIONS,
     expand_input_args,
 )
+from altbeam.pipelines.runtime.flags import parse_job_args
 from altbeam.pipelines.runtime.runner import new_run_id
 from altbeam.pipelines.writeback.options import (
     WritebackOptions,
@@ -39,6 +41,7 @@ class CaptionConfig:
     limit: int | None = None
     run_id: str = ""
     share_model: bool = False
+    require_gpu: bool = False           # fail at start-up unless TensorFlow sees a GPU
     num_shards: int = 0
     progress_dir: str | None = None     # set by run() for local runs
     writeback: WritebackOptions | None = None   # --write-metadata: alt text into the files
@@ -71,10 +74,11 @@ def _default_model() -> str:
 
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="altbeam caption",
+        prog="altbeam caption", allow_abbrev=False,
         description="Caption images (folders, globs, gs:// prefixes) into a Parquet catalog. "
-                    "Unknown flags pass through to Apache Beam (e.g. --runner, "
-                    "--direct_running_mode multi_processing --direct_num_workers 2).")
+                    "Apache Beam/Dataflow pipeline options may be given anywhere (e.g. "
+                    "--runner, --direct_running_mode multi_processing --direct_num_workers "
+                    "2); any other unknown flag is refused.")
     ap.add_argument("inputs", nargs="*", metavar="INPUT",
                     help="folder (recursive), glob, gs://bucket/prefix, file, or @LIST.txt")
     ap.add_argument("--input-list", action="append", default=[], metavar="FILE",
@@ -99,6 +103,10 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--share-model", action="store_true",
                     help="one model per machine shared by all worker processes "
                          "(Beam large_model; use on GPU workers)")
+    ap.add_argument("--require-gpu", action="store_true",
+                    help="fail at start-up (locally: before reading any image; on "
+                         "Dataflow: when a worker loads the model) unless TensorFlow sees "
+                         "a GPU")
     ap.add_argument("--num-shards", type=int, default=0,
                     help="catalog shards per run (0: let the runner decide)")
     ap.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
@@ -113,9 +121,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> tuple[CaptionConfig, list[str], argparse.Namespace]:
-    """(config, Beam flags, raw namespace); unknown flags go to Beam."""
+    """(config, Beam flags, raw namespace); a flag neither ours nor Beam's exits 2."""
     ap = make_parser()
-    args, beam_argv = ap.parse_known_args(argv)
+    args, beam_argv = parse_job_args(ap, argv)
     if args.batch_size < 1:
         ap.error("--batch-size must be at least 1")
     if args.limit is not None and args.limit < 1:
@@ -130,7 +138,8 @@ def parse_args(argv: list[str]) -> tuple[CaptionConfig, list[str], argparse.Name
         model=args.model or _default_model(), batch_size=args.batch_size, extensions=exts,
         max_file_size=args.max_file_size, max_pixels=args.max_pixels,
         follow_symlinks=args.follow_symlinks, force=args.force, limit=args.limit,
-        run_id=args.run_id, share_model=args.share_model, num_shards=args.num_shards)
+        run_id=args.run_id, share_model=args.share_model, require_gpu=args.require_gpu,
+        num_shards=args.num_shards)
     config.writeback = _writeback_options(ap, args, config.run_id)
     return config, beam_argv, args
 

@@ -2,7 +2,8 @@
 
 Training then reads these shards with ``tf.data`` and never touches pixels again,
 so the CNN costs one pass over the data. Runs unchanged on DirectRunner or Dataflow
-(all unknown flags go to Beam's PipelineOptions).
+(Beam/Dataflow pipeline options go to Beam's PipelineOptions; other unknown flags are
+refused).
 
 The record format (one ``tf.train.Example`` per image: features, grid, captions, ...)
 is defined, written and parsed in one place, ``altbeam.model.data.feature_records``.
@@ -32,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from altbeam.pipelines.caption.decode import ImageDecodeError, decode_image
+from altbeam.pipelines.runtime.flags import parse_job_args
 from altbeam.pipelines.runtime.runner import new_pipeline, run_pipeline
 
 log = logging.getLogger("altbeam.features")
@@ -154,8 +156,9 @@ def build(p, images: str | Iterable[dict], out: str, splits: list[str],
     return encoded
 
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="altbeam features", description=__doc__.split("\n")[0])
+def make_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="altbeam features", allow_abbrev=False,
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("dataset", help="dataset to encode: a Flickr8k folder, captions.jsonl, "
                     "COCO/Karpathy json, or a JSONL/CSV of (image, caption)")
     ap.add_argument("--out", required=True, help="output folder (local or gs://)")
@@ -166,7 +169,12 @@ def parse_args(argv):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num-shards", type=int, default=4)
     ap.add_argument("--limit", type=int, default=None, help="encode at most N images per split")
-    return ap.parse_known_args(argv)
+    return ap
+
+
+def parse_args(argv):
+    """(our flags, Beam's flags); a flag neither ours nor Beam's exits 2."""
+    return parse_job_args(make_parser(), argv)
 
 
 def run(argv=None) -> dict:

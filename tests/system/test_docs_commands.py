@@ -114,3 +114,28 @@ def test_the_checker_catches_the_classic_mistakes():
     assert ["count:1"] in words
     quoted = "gcloud x --parameters 'a=1~worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver'"
     assert len(commands(quoted)) == 1
+
+
+def test_documented_job_flags_are_known_flags():
+    """Every flag of a documented `altbeam caption/writeback/features` command is the
+    job's own or a Beam/Dataflow option, judged by the function the commands use."""
+    from altbeam.pipelines.caption.options import make_parser as caption_parser
+    from altbeam.pipelines.features.pipeline import make_parser as features_parser
+    from altbeam.pipelines.runtime.flags import unknown_flags
+    from altbeam.pipelines.writeback.pipeline import make_parser as writeback_parser
+
+    parsers = {"caption": caption_parser, "writeback": writeback_parser,
+               "features": features_parser}
+    checked, refused = 0, []
+    for name, text in BLOCKS:
+        for words in commands(text):
+            for i, word in enumerate(words[:-1]):
+                launcher = word.endswith(("altbeam", "altbeam.pipelines.cli",
+                                          "launch_dataflow.sh"))
+                if launcher and words[i + 1] in parsers:
+                    argv = [w for w in words[i + 2:] if w.startswith("--")]
+                    refused += [(name, flag) for flag in unknown_flags(
+                        words[i + 2:], parsers[words[i + 1]]())]
+                    checked += len(argv)
+    assert checked > 20, "the documented commands were not found"
+    assert not refused, refused

@@ -9,11 +9,18 @@ read from the model). Model folders and cards are read through Beam's FileSystem
 
 Batches have a fixed size (``min_batch_size == max_batch_size``) so the accelerator
 sees steady shapes; the last batch of a bundle may be smaller.
+
+The first batch a worker process runs logs the device the model runs on ("altbeam:
+model runs on /GPU:0 (NVIDIA L4)", or "on CPU"; also on stderr for local runs), so a
+GPU job that quietly fell back to the CPU shows it. With ``--require-gpu`` loading the
+model raises `NoGpuError` unless TensorFlow sees a GPU (`require_gpu`).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,8 +41,8 @@ from altbeam.pipelines.caption.decode import StageError
 from altbeam.pipelines.runtime.progress import NAMESPACE
 
 _LOG = logging.getLogger(__name__)
-__all__ = ["BEAM_STORAGE", "CaptionImages", "LoadedModel", "ModelInfo", "SavedModelHandler",
-           "read_model_info"]
+__all__ = ["BEAM_STORAGE", "CaptionImages", "LoadedModel", "ModelInfo", "NoGpuError",
+           "SavedModelHandler", "read_model_info", "require_gpu"]
 
 
 class _DropBeamMemoryWarning(logging.Filter):
@@ -68,6 +75,55 @@ class BeamStorage:
 BEAM_STORAGE = BeamStorage()
 
 
+class NoGpuError(RuntimeError):
+    """``--require-gpu`` was given and TensorFlow sees no GPU on this machine."""
+
+
+def model_device() -> str:
+    """Where TensorFlow runs the model on this machine: "/GPU:0 (NVIDIA L4)" or "CPU".
+
+    Physical devices only: listing them does not initialise TensorFlow's runtime, so
+    GPU memory growth can still be set when the model loads.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    try:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
+    except (RuntimeError, ValueError):
+        name = None
+    return "/GPU:0" + (f" ({name})" if name else "")
+
+
+def require_gpu() -> str:
+    """The GPU the model will run on; `NoGpuError` when TensorFlow sees none."""
+    device = model_device()
+    if device == "CPU":
+        raise NoGpuError(
+            "--require-gpu: TensorFlow sees no GPU on this machine, so the model would run "
+            "on the CPU. Check that a GPU is attached and its driver libraries are on the "
+            "loader path (Dataflow: worker_accelerator with install-nvidia-driver; see "
+            "docs/dataflow.md), or leave out --require-gpu to caption on the CPU.")
+    return device
+
+
+_device_announced = threading.Event()     # once per worker process
+
+
+def announce_device(device: str, to_stderr: bool) -> None:
+    """Log "altbeam: model runs on DEVICE" the first time in this process; local runs
+    (``to_stderr``) also print it where their progress lines go."""
+    if _device_announced.is_set():
+        return
+    _device_announced.set()
+    line = f"altbeam: model runs on {device}"
+    _LOG.info(line)
+    if to_stderr:
+        print(line, file=sys.stderr, flush=True)
+
+
 def read_model_info(model_dir: str) -> ModelInfo:
     """The model's S, K and version, its card read through Beam (a remote model is
     copied to this machine only when the card lacks S or K)."""
@@ -77,13 +133,24 @@ def read_model_info(model_dir: str) -> ModelInfo:
 class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedModel]):
     """uint8[S,S,3] images -> PredictionResult(inference={"captions", "scores"})."""
 
-    def __init__(self, model: ModelInfo, batch_size: int = 16, large_model: bool = False):
+    def __init__(self, model: ModelInfo, batch_size: int = 16, large_model: bool = False,
+                 require_gpu: bool = False, progress_dir: str | None = None):
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size,
                          large_model=large_model)
         self._model = model
         self._batch_size = batch_size
+        self._large_model = large_model
+        self._require_gpu = require_gpu
+        self._progress_dir = progress_dir    # set for local runs: tell the user too
+        self._device: str | None = None      # set by load_model in the model's process
 
     def load_model(self) -> LoadedModel:
+        # In the DoFn's setup: --require-gpu fails the worker (so the job) at start-up.
+        self._device = require_gpu() if self._require_gpu else model_device()
+        if self._large_model:
+            # A shared model lives in a process of its own: this handler copy never sees
+            # a batch, and the batches' handlers never learn the device. Say it here.
+            announce_device(self._device, bool(self._progress_dir))
         loaded = LoadedModel(self._model.path, self._model.image_size, BEAM_STORAGE)
         _LOG.info("loaded %s (version %s) on %s", self._model.path, self._model.version,
                   ", ".join(loaded.devices))
@@ -93,6 +160,8 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedModel])
                       inference_args: dict[str, Any] | None = None
                       ) -> Iterable[PredictionResult]:
         captions, scores = model.caption(np.stack(batch))
+        if self._device:
+            announce_device(self._device, bool(self._progress_dir))
         for image, caps, scs in zip(batch, captions, scores):
             yield PredictionResult(
                 example=image,
@@ -122,9 +191,11 @@ def _batch_failures(failed) -> Iterable[StageError]:
 class CaptionImages(beam.PTransform):
     """(ImageInfo, pixels) -> (ImageInfo, PredictionResult), plus StageErrors ("errors")."""
 
-    def __init__(self, model: ModelInfo, batch_size: int = 16, large_model: bool = False):
+    def __init__(self, model: ModelInfo, batch_size: int = 16, large_model: bool = False,
+                 require_gpu: bool = False, progress_dir: str | None = None):
         super().__init__()
-        self._handler = KeyedModelHandler(SavedModelHandler(model, batch_size, large_model))
+        self._handler = KeyedModelHandler(SavedModelHandler(
+            model, batch_size, large_model, require_gpu, progress_dir))
 
     def expand(self, images):
         results, dlq = images | "RunInference" >> RunInference(

@@ -5,12 +5,19 @@ caption run goes through the real CLI as the unprivileged ``nobody`` user (so a 
 000 file really is unreadable), with one file deleted between listing and reading;
 the writeback then runs over the same catalog, and every file's pixels and metadata
 tags are compared before and after.
+
+The runs as ``nobody`` happen in a world of their own: a 0755 folder under /tmp holds
+the photos, catalog, model, HOME and the race driver, and is the working directory.
+Only the installed CLI (the virtualenv's python and the altbeam it imports) comes from
+outside; when ``nobody`` cannot reach it, the tests skip naming the folder in the way.
+No folder of the machine is ever opened up for them.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -34,6 +41,7 @@ from tests.support.kill_mid_run import count_changed, file_state, kill_mid_run, 
 from tests.support.paths import REPO as REPO_PATH
 
 REPO = str(REPO_PATH)
+RACE_DRIVER = REPO_PATH / "tests" / "support" / "corpus" / "race_run.py"
 # Tags that legitimately differ after any rewrite: file system facts, exiftool's own
 # bookkeeping, byte offsets, and the XMP toolkit/IPTC digest that exiftool updates.
 _VOLATILE_GROUPS = ("System:", "File:", "Composite:", "ExifTool:", "SourceFile")
@@ -89,35 +97,102 @@ def snapshot(folder) -> dict[str, dict]:
     return snap
 
 
+# --- a world of its own for nobody ----------------------------------------------------
+
+def _as_nobody_ok(cmd: list[str], cwd: str = "/") -> subprocess.CompletedProcess:
+    return subprocess.run(as_nobody(cmd), cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _first_unreachable(path: str) -> str | None:
+    """The first folder from / down to ``path`` that nobody may not search, if any."""
+    parts = pathlib.PurePath(path).parts
+    for depth in range(1, len(parts) + 1):
+        folder = str(pathlib.PurePath(*parts[:depth]))
+        if os.path.isdir(folder) and _as_nobody_ok(["test", "-x", folder]).returncode:
+            return folder
+    return None
+
+
+def why_nobody_cannot_run_the_cli(world: str) -> str | None:
+    """None when ``nobody`` can start the installed CLI from ``world``; else the reason."""
+    if os.geteuid() != 0:
+        return "needs root to run the CLI as the unprivileged user nobody (setpriv)"
+    if not shutil.which("setpriv"):
+        return "setpriv (util-linux) is not installed: cannot run the CLI as nobody"
+    probe = _as_nobody_ok([sys.executable, "-c", "import altbeam.pipelines.caption"], world)
+    if probe.returncode == 0:
+        return None
+    import altbeam.pipelines as ours
+
+    needed = {"the virtualenv's python": sys.executable,
+              "its interpreter": os.path.realpath(sys.executable),
+              "the virtualenv": sys.prefix, "altbeam's source": ours.__path__[0],
+              "this world": world}
+    for what, path in needed.items():
+        blocked = _first_unreachable(path)
+        if blocked:
+            mode = oct(os.stat(blocked).st_mode & 0o777)
+            return (f"nobody cannot search {blocked} (mode {mode}), on the way to {what} "
+                    f"({path}); the test does not change the machine's folders to run")
+    return f"nobody cannot import altbeam: {probe.stderr.strip()[-500:]}"
+
+
+@pytest.fixture(scope="module")
+def nobody_world():
+    """A 0755 folder under /tmp for the runs as nobody; skips when they cannot happen."""
+    world = tempfile.mkdtemp(prefix="altbeam-corpus-", dir="/tmp")
+    os.chmod(world, 0o755)             # mkdtemp makes it 0700
+    try:
+        reason = why_nobody_cannot_run_the_cli(world)
+        if reason:
+            pytest.skip(reason)
+        # The race driver imports only altbeam: run from here, not as tests.* from the
+        # checkout (nobody needs no access to the checkout's tests/).
+        shutil.copy(RACE_DRIVER, os.path.join(world, "race_run.py"))
+        yield world
+    finally:
+        shutil.rmtree(world, ignore_errors=True)
+
+
+def test_the_folder_in_nobodys_way_is_named():
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to ask as nobody")
+    private = tempfile.mkdtemp(prefix="altbeam-private-", dir="/tmp")     # 0700
+    try:
+        os.mkdir(os.path.join(private, "inner"), 0o755)
+        assert _first_unreachable(os.path.join(private, "inner")) == private
+        os.chmod(private, 0o755)
+        assert _first_unreachable(os.path.join(private, "inner")) is None
+    finally:
+        shutil.rmtree(private)
+
+
 # --- the corpus, captioned once as nobody, then written back --------------------------
 
 @pytest.fixture(scope="module")
-def corpus_run(contract_model):
+def corpus_run(contract_model, nobody_world):
     """Build the corpus, caption it as ``nobody``; yield everything the tests check."""
-    work = tempfile.mkdtemp(prefix="altbeam-corpus-")
-    os.chmod(work, 0o755)              # nobody must reach it (pytest's tmp is root-only)
-    try:
-        cases = build_corpus(work)
-        model = os.path.join(work, "model")
-        shutil.copytree(contract_model, model)
-        cat, home = os.path.join(work, "cat"), os.path.join(work, "home")
-        os.mkdir(cat)
-        os.mkdir(home)
-        for owned in ("photos", "cat", "home"):
-            chown_tree(os.path.join(work, owned))
-        before = snapshot(os.path.join(work, "photos"))
-        vanishing = [c.path for c in cases if c.delete_after_listing]
-        cmd = [sys.executable, "-m", "tests.support.corpus.race_run",
-               *[f"--delete-after-listing={p}" for p in vanishing], "--",
-               os.path.join(work, "photos"), "--catalog", cat, "--model", model,
-               "--batch-size", "4", "--no-progress", *CAPTION_FLAGS]
-        env = {**os.environ, "HOME": home, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        proc = subprocess.run(as_nobody(cmd), cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=300)
-        yield {"work": work, "cases": cases, "cat": cat, "home": home, "proc": proc,
-               "before": before, "env": env}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    work = nobody_world
+    cases = build_corpus(work)
+    model = os.path.join(work, "model")
+    shutil.copytree(contract_model, model)
+    cat, home = os.path.join(work, "cat"), os.path.join(work, "home")
+    os.mkdir(cat)
+    os.mkdir(home)
+    for owned in ("photos", "cat", "home"):
+        chown_tree(os.path.join(work, owned))
+    before = snapshot(os.path.join(work, "photos"))
+    vanishing = [c.path for c in cases if c.delete_after_listing]
+    cmd = [sys.executable, os.path.join(work, "race_run.py"),
+           *[f"--delete-after-listing={p}" for p in vanishing], "--",
+           os.path.join(work, "photos"), "--catalog", cat, "--model", model,
+           "--batch-size", "4", "--no-progress", *CAPTION_FLAGS]
+    env = {**os.environ, "HOME": home, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(as_nobody(cmd), cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+    yield {"work": work, "cases": cases, "cat": cat, "home": home, "proc": proc,
+           "before": before, "env": env}
 
 
 def test_corpus_has_every_kind_of_bad_input(corpus_run):
@@ -180,7 +255,7 @@ def test_corpus_writeback_keeps_pixels_and_tags(corpus_run):
         if case.modify_before_writeback:
             modified[case.path] = sha_bytes(modify_before_writeback(case))
     cmd = [sys.executable, "-m", "altbeam.pipelines.cli", "writeback", cat, "--quiet"]
-    proc = subprocess.run(as_nobody(cmd), cwd=REPO, env=corpus_run["env"],
+    proc = subprocess.run(as_nobody(cmd), cwd=corpus_run["work"], env=corpus_run["env"],
                           capture_output=True, text=True, timeout=300)
     decisions = {d["uri"]: d for d in read_table_rows(cat, "writeback")}
     good = [c for c in cases if c.expect == CATALOGUED]

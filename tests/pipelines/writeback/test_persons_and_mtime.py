@@ -176,3 +176,30 @@ def test_a_restored_file_gets_its_time_back_too(sample_photos, tmp_path):
         assert open(p, "rb").read() == original
         assert os.stat(p).st_mtime_ns == OLD_NS
         assert decision["mtime_after"] is None
+
+
+def test_a_writeback_log_from_before_the_time_columns_still_reads(sample_photos, tmp_path):
+    """Shards written before mtime_before/mtime_after were appended: the chain of own
+    writes still reads them, and DuckDB shows their times as null beside new rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from altbeam.pipelines.catalog.api import connect
+    from altbeam.schemas import WRITEBACK_SCHEMA
+    from tests.pipelines.writeback.support import annotate
+
+    p = photo(sample_photos, tmp_path / "photos", "old.jpg")
+    cat = catalog(tmp_path, [p])
+    (written,) = annotate([catalog_row(p)], run_id="old")
+    assert written["action"] == "written"
+    old_schema = pa.schema(list(WRITEBACK_SCHEMA)[:-2], metadata=WRITEBACK_SCHEMA.metadata)
+    (cat / "writeback").mkdir()
+    pq.write_table(pa.Table.from_pylist([written], schema=old_schema),
+                   cat / "writeback" / "run-old-00000-of-00001.parquet")
+
+    result, by_name = run(cat)
+    reason = by_name["old.jpg"]["reason"]
+    assert reason.startswith("already_written") and "log never reached" not in reason  # chain
+    times = dict(connect(str(cat)).execute(
+        "SELECT run_id, mtime_before FROM writeback").fetchall())
+    assert times["old"] is None and times[result["run_id"]] is not None

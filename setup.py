@@ -14,7 +14,7 @@ setup(
               for name in (folder, *find_packages(where=".", include=[f"{folder}.*"]))],
     package_dir={f"altbeam.{folder}": folder for folder in FOLDERS},
     package_data={"altbeam.model": ["default/*", "default/**/*"],
-                  "altbeam.model.data": ["*.tsv"],          # concept words, ImageNet map
+                  "altbeam.model.data": ["*.tsv", "*.npz"],  # concept words, ImageNet map, detectors
                   "altbeam.model.evaluation": ["*.tsv"],    # COCO object words (CHAIR)
                   "altbeam.pipelines.writeback": ["altbeam_xmp.config"]},
     include_package_data=True,

@@ -64,4 +64,9 @@ bench vs_tutorial_loop "$PY" bench/vs_tutorial_loop.py "${SOURCE[@]}" \
   --images "$IMAGES" --batch-size $((IMAGES / 2)) --json "$OUT/vs_tutorial_loop.json"
 bench memory "$PY" bench/memory.py "${MEMORY_SOURCE[@]}" --counts "$MEMORY_COUNTS" \
   --json "$OUT/memory.json"
+JOIN_COUNTS=10000,100000
+[[ -n "${FULL:-}" ]] && JOIN_COUNTS=10000,100000,1000000
+[[ -n "${TINY:-}" ]] && JOIN_COUNTS=2000
+bench incremental_join "$PY" bench/incremental_join.py --catalogued "$JOIN_COUNTS" \
+  --json "$OUT/incremental_join.json"
 echo "tables written to $OUT/" >&2

@@ -66,6 +66,10 @@ class GateThresholds:
 
 
 DEFAULT_THRESHOLDS = GateThresholds()
+# A concept becomes a catalog keyword (and, with writeback --keywords, an XMP/IPTC
+# keyword in the file) at this score: higher than `confident`, because a keyword is
+# written as fact without a caption around it.
+KEYWORD_MIN_SCORE = 0.5
 
 
 @cache
@@ -83,6 +87,26 @@ def covered_concepts(detector_concepts: Iterable[str] | None = None) -> frozense
     if detector_concepts is None:
         return _default_covered()
     return frozenset({c for c in IMAGENET_TO_CONCEPT if c} | set(detector_concepts))
+
+
+def covered_by_card(concept_head: Mapping | None) -> frozenset[str]:
+    """Concepts a model can judge, from its model card's ``concept_head`` (the ImageNet
+    map when its sources name "imagenet", plus the concepts of its detectors); empty for
+    a model without a concept head, whose captions the gate then judges by score alone."""
+    if not concept_head:
+        return frozenset()
+    sources = concept_head.get("sources") or {}
+    judged = {c for c in IMAGENET_TO_CONCEPT if c} if "imagenet" in sources else set()
+    return frozenset(judged | set((sources.get("detectors") or {}).get("concepts") or ()))
+
+
+def keywords(concepts: Sequence, concept_scores: Sequence[float],
+             min_score: float = KEYWORD_MIN_SCORE) -> tuple[list[str], list[float]]:
+    """The catalog's ``keywords`` and ``keyword_scores``: the concepts scoring at least
+    ``min_score``, best first (bytes are decoded; a repeated concept keeps its best)."""
+    seen = _score_map(concepts, concept_scores)
+    best = sorted(((s, c) for c, s in seen.items() if s >= min_score), key=lambda t: (-t[0], t[1]))
+    return [c for _, c in best], [s for s, _ in best]
 
 
 def caption_objects(caption: str) -> list[str]:

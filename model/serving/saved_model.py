@@ -20,6 +20,7 @@ import json
 
 import numpy as np
 
+from altbeam.model.serving.caption_status import covered_by_card
 from altbeam.model.serving.model_fetch import DEFAULT_STORAGE, Storage, localize_model
 
 SERVING_SIGNATURE = "serving_default"
@@ -33,6 +34,8 @@ class ModelInfo:
     version: str             # recorded in every catalog row
     name: str | None = None
     concepts: int = 0        # Kc: concepts per image (0: the card names no concept head)
+    # Concepts its head can judge (caption_status.covered_by_card): the gate's evidence.
+    judged: frozenset[str] = frozenset()
 
 
 def read_model_card(model_dir: str, storage: Storage | None = None) -> dict:
@@ -62,7 +65,8 @@ def read_model_info(model_dir: str, storage: Storage | None = None) -> ModelInfo
                          "model_card.json and no static size in the serving signature)")
     return ModelInfo(path=model_dir, image_size=int(size), beam_width=int(beams or 0),
                      version=str(card.get("version") or "unknown"), name=card.get("name"),
-                     concepts=int((card.get("concept_head") or {}).get("top_k") or 0))
+                     concepts=int((card.get("concept_head") or {}).get("top_k") or 0),
+                     judged=covered_by_card(card.get("concept_head")))
 
 
 def enable_gpu_memory_growth() -> None:

@@ -15,9 +15,17 @@ summaries. This module finds the shards, and gives them to DuckDB as views:
                      not an image (or an XMP sidecar, or outside ``--extensions``):
                      uri, extension, reason, run_id (from the summaries'
                      ``skipped_files``)
+``statuses``         images per caption status in ``catalog``: status, images, meaning
+                     (every status of the gate, 0 when none; ``not_judged`` for rows
+                     written before the gate, when there are any)
 
 A missing or empty table folder gives an empty view typed from the schema, so queries
-never fail because a run had, say, no errors.
+never fail because a run had, say, no errors. Every table view has all of its schema's
+columns, whatever version wrote the shards: a column a shard lacks (a version-1 shard
+has no ``caption_status``, ``keywords`` …) reads as null.
+
+``connect(path, statuses=[...])`` keeps in ``catalog`` only the latest rows with those
+caption statuses (``not_judged``: a null status); see :func:`parse_statuses`.
 
 ``gs://`` catalogs are copied to a local temporary folder first through Beam's
 ``FileSystems`` (the pipeline's own credentials path); DuckDB's ``httpfs`` extension is
@@ -42,11 +50,31 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from altbeam.model.serving.caption_status import (
+    BLANK,
+    CONTRADICTED,
+    OK,
+    STATUSES,
+    TOO_SMALL,
+    UNSURE,
+)
 from altbeam.pipelines.catalog.layout import LATEST_ORDER_SQL, run_summaries_glob, shard_glob
 from altbeam.pipelines.runtime.uris import is_remote, local_path
 from altbeam.schemas.catalog import TABLES, table_dir
 
-VIEWS = ("catalog", "catalog_history", "errors", "writeback", "runs", "skipped")
+VIEWS = ("catalog", "catalog_history", "errors", "writeback", "runs", "skipped", "statuses")
+# A null caption_status: a row written before the caption gate (a version-1 shard).
+NOT_JUDGED = "not_judged"
+# What each status means to a reader: the `statuses` view, the report's badges.
+STATUS_MEANINGS = {
+    OK: "trusted: nothing the model sees disagrees with this caption",
+    UNSURE: "not trusted: the model is not sure of this caption",
+    CONTRADICTED: "not trusted: what the model sees contradicts this caption",
+    TOO_SMALL: "no caption: image too small",
+    BLANK: "no caption: image blank (nearly uniform)",
+    NOT_JUDGED: "not judged: written before the caption gate",
+}
+UNTRUSTED = (UNSURE, CONTRADICTED)
 # Run summary keys promoted to columns of the `runs` view (others stay in `summary`).
 RUN_KEYS = {"run_id": pa.string(), "model_version": pa.string(), "started_at": pa.string(),
             "finished_at": pa.string(), "captioned": pa.int64(), "failed": pa.int64(),
@@ -163,14 +191,54 @@ def _skipped_table(summaries: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SKIPPED_SCHEMA)
 
 
-def _sql_list(files: list[str]) -> str:
-    # Paths are our own glob results, but quote them properly anyway.
-    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+def _sql_list(items: list[str]) -> str:
+    # Paths are our own glob results, statuses checked words, but quote them properly anyway.
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in items) + "]"
 
 
-def connect(path: str, *, all_runs: bool = False, locked: bool = False
-            ) -> duckdb.DuckDBPyConnection:
+def status_label_sql(column: str = "caption_status") -> str:
+    """SQL for a row's status as `--status` names it (``not_judged`` for null)."""
+    return f"coalesce({column}, '{NOT_JUDGED}')"
+
+
+def parse_statuses(text: str) -> list[str]:
+    """``"unsure,contradicted"`` -> ``["unsure", "contradicted"]``; ValueError naming the
+    known statuses for anything else (``not_judged`` selects rows without a status)."""
+    known = (*STATUSES, NOT_JUDGED)
+    wanted = [w.strip().lower() for w in text.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in known]
+    if unknown or not wanted:
+        raise ValueError(f"unknown caption status {', '.join(unknown) or repr(text)}; "
+                         f"expected one or more of {', '.join(known)} (comma-separated)")
+    return list(dict.fromkeys(wanted))
+
+
+def _statuses_table() -> pa.Table:
+    labels = [*STATUSES, NOT_JUDGED]
+    return pa.table({"status": labels, "position": list(range(len(labels))),
+                     "meaning": [STATUS_MEANINGS[s] for s in labels]})
+
+
+# Every gate status (0 images when none), not_judged only when some rows have no status,
+# and any status this version does not know (a newer writer's), by name.
+STATUSES_VIEW_SQL = f"""
+CREATE VIEW statuses AS
+WITH counts AS (SELECT {status_label_sql()} AS status, count(*) AS images
+                FROM catalog GROUP BY 1)
+SELECT status, coalesce(c.images, 0) AS images,
+       coalesce(k.meaning, 'unknown status') AS meaning
+FROM _status_meanings k FULL JOIN counts c USING (status)
+WHERE status <> '{NOT_JUDGED}' OR c.images > 0
+ORDER BY k.position NULLS LAST, status
+"""
+
+
+def connect(path: str, *, all_runs: bool = False, locked: bool = False,
+            statuses: list[str] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the catalog's views registered.
+
+    ``statuses`` (checked words, see :func:`parse_statuses`) keeps only the ``catalog``
+    rows with those caption statuses: the latest row of each image, then filtered.
 
     ``locked=True`` (what ``altbeam query`` uses) then disables external access, so
     only the catalog's own shard files are readable and nothing can be written,
@@ -182,23 +250,31 @@ def connect(path: str, *, all_runs: bool = False, locked: bool = False
     for table, schema in TABLES.items():
         files = shard_files(local, table)
         name = "catalog_history" if table == "catalog" else table
+        # The schema's empty table first: its columns, in its order, whatever the shards
+        # hold (an older version's shards lack the newer columns: null there).
+        con.register(f"_empty_{table}", schema.empty_table())
+        shards = ""
         if files:
             allowed += files
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet("
-                        f"{_sql_list(files)}, union_by_name = true)")
-        else:
-            con.register(f"_empty_{table}", schema.empty_table())
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{table}")
+            shards = (" UNION ALL BY NAME SELECT * FROM read_parquet("
+                      f"{_sql_list(files)}, union_by_name = true)")
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{table}{shards}")
     summaries = read_run_summaries(local)
     con.register("_runs", _runs_table(summaries))
     con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
     con.register("_skipped", _skipped_table(summaries))
     con.execute("CREATE VIEW skipped AS SELECT * FROM _skipped")
-    if all_runs:
-        con.execute("CREATE VIEW catalog AS SELECT * FROM catalog_history")
-    else:
-        con.execute("CREATE VIEW catalog AS SELECT * FROM catalog_history QUALIFY "
-                    f"row_number() OVER (PARTITION BY uri ORDER BY {LATEST_ORDER_SQL}) = 1")
+    rows = "catalog_history"
+    if not all_runs:
+        rows = ("(SELECT * FROM catalog_history QUALIFY row_number() OVER "
+                f"(PARTITION BY uri ORDER BY {LATEST_ORDER_SQL}) = 1)")
+    where = ""
+    if statuses is not None:
+        where = f" WHERE list_contains({_sql_list(parse_statuses(','.join(statuses)))}, " \
+                f"{status_label_sql()})"
+    con.execute(f"CREATE VIEW catalog AS SELECT * FROM {rows}{where}")
+    con.register("_status_meanings", _statuses_table())
+    con.execute(STATUSES_VIEW_SQL)
     if locked:
         con.execute("SET allowed_paths = ?", [allowed])
         con.execute("SET autoinstall_known_extensions = false")

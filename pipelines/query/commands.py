@@ -6,6 +6,10 @@ locked. On top of that, ``query`` accepts a single SELECT (``WITH … SELECT``,
 ``DESCRIBE``, ``SUMMARIZE``, ``EXPLAIN`` included) and nothing else, so ``COPY``,
 ``ATTACH``, ``INSTALL``, ``LOAD``, ``SET`` and DDL are refused before they reach DuckDB.
 Results are written by Python (``--format``/``--out``), never by ``COPY … TO``.
+
+``query`` without SQL lists the catalog (`LISTING_SQL`: file, caption status, caption,
+keywords); ``--status`` keeps only the images whose latest caption has those statuses,
+for that listing and for any SQL over the ``catalog`` view.
 """
 from __future__ import annotations
 
@@ -16,13 +20,15 @@ import sys
 
 import duckdb
 
-from altbeam.pipelines.catalog.api import CatalogError, connect
+from altbeam.pipelines.catalog.api import NOT_JUDGED, CatalogError, connect, parse_statuses
 from altbeam.pipelines.query.output import FORMATS, write_result
 from altbeam.pipelines.query.search import SearchFilters, search
 from altbeam.pipelines.runtime.uris import is_remote, local_path
 from altbeam.schemas.catalog import TABLES
 
 ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# What `altbeam query CATALOG` shows without SQL: narrow enough for a terminal.
+LISTING_SQL = "SELECT uri, caption_status, caption, keywords FROM catalog ORDER BY uri"
 
 
 class QueryRefused(ValueError):
@@ -96,6 +102,20 @@ def _output_args(parser: argparse.ArgumentParser) -> None:
                         help="rows shown by --format table on a terminal (default 1000)")
 
 
+def _statuses(text: str) -> list[str]:
+    try:
+        return parse_statuses(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _status_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--status", type=_statuses, metavar="STATUS[,STATUS]",
+                        help=f"only {what} whose caption status is one of these: ok, unsure, "
+                             f"contradicted, too_small, blank, or {NOT_JUDGED} (rows written "
+                             "before the caption gate)")
+
+
 def _fail(command: str, message: str, status: int = 1) -> int:
     print(f"altbeam {command}: {message}", file=sys.stderr)
     return status
@@ -106,17 +126,22 @@ def main_query(argv: list[str] | None = None) -> int:
         prog="altbeam query",
         description="Run one read-only SQL SELECT (DuckDB) over a catalog. Views: catalog "
                     "(latest row per uri), catalog_history (all rows), errors, writeback, "
-                    "runs. See docs/query.md.")
+                    "runs, skipped, statuses (images per caption status). Without SQL: "
+                    "each image's file, caption status, caption and keywords. "
+                    "See docs/query.md.")
     parser.add_argument("catalog", help="catalog folder (local path or gs://…)")
-    parser.add_argument("sql", help='e.g. "SELECT uri, caption FROM catalog LIMIT 5"')
+    parser.add_argument("sql", nargs="?", default=LISTING_SQL,
+                        help='e.g. "SELECT uri, caption FROM catalog LIMIT 5" (default: '
+                             "list uri, caption_status, caption, keywords)")
     parser.add_argument("--all-runs", action="store_true",
                         help="the catalog view holds every run's rows, not only the latest")
+    _status_arg(parser, "images (the catalog view's rows)")
     _output_args(parser)
     args = parser.parse_args(argv)
     try:
         check_read_only(args.sql)
         _check_out(args.out, args.catalog)
-        con = connect(args.catalog, all_runs=args.all_runs, locked=True)
+        con = connect(args.catalog, all_runs=args.all_runs, locked=True, statuses=args.status)
         result = con.sql(args.sql).to_arrow_table()
         write_result(result, args.format, args.out, args.max_rows)
     except QueryRefused as exc:
@@ -141,10 +166,12 @@ def _date(text: str) -> dt.datetime:
 def main_search(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="altbeam search",
-        description="Rank catalogued images by how well their captions match the words "
-                    "(BM25 over the best caption plus half-weighted alternatives).")
+        description="Rank catalogued images by how well their captions and keywords match "
+                    "the words (BM25 over the best caption, half-weighted alternatives and "
+                    "the keywords); each hit shows its caption status and whether it "
+                    "matched on keywords only.")
     parser.add_argument("catalog", help="catalog folder (local path or gs://…)")
-    parser.add_argument("words", nargs="+", help="words to look for in the captions")
+    parser.add_argument("words", nargs="+", help="words to look for in captions and keywords")
     parser.add_argument("--limit", type=int, default=20, help="most results (default 20)")
     parser.add_argument("--min-score", type=float, metavar="X",
                         help="only results with relevance >= X")
@@ -156,13 +183,15 @@ def main_search(argv: list[str] | None = None) -> int:
                         help="only photos whose camera make/model contains TEXT")
     parser.add_argument("--missing-alt-text", action="store_true",
                         help="only photos without alt text already in the file")
+    _status_arg(parser, "hits")
     _output_args(parser)
     args = parser.parse_args(argv)
     if args.limit < 1:
         parser.error("--limit must be at least 1")
     filters = SearchFilters(min_score=args.min_score, min_caption_score=args.min_caption_score,
                             since=args.since, camera=args.camera,
-                            missing_alt_text=args.missing_alt_text, limit=args.limit)
+                            missing_alt_text=args.missing_alt_text, statuses=args.status,
+                            limit=args.limit)
     try:
         _check_out(args.out, args.catalog)
         con = connect(args.catalog, locked=True)

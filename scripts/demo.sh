@@ -10,5 +10,8 @@ echo "[altbeam demo] altbeam caption samples/photos --catalog $CATALOG" >&2
 .venv/bin/altbeam caption samples/photos --catalog "$CATALOG"
 echo "[altbeam demo] altbeam query $CATALOG \"SELECT ...\"" >&2
 .venv/bin/altbeam query "$CATALOG" \
-    "SELECT regexp_extract(uri, '[^/]+$') AS file, caption, round(score, 2) AS score
+    "SELECT regexp_extract(uri, '[^/]+$') AS file, caption_status AS status, caption,
+            keywords
      FROM catalog ORDER BY file LIMIT 8"
+echo "[altbeam demo] status: ok = the CNN's own concepts back the caption (only these are" \
+     "written into photos by default); unsure / contradicted = not to be trusted" >&2

@@ -35,7 +35,7 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
-from altbeam.model.serving.saved_model import LoadedModel, ModelInfo
+from altbeam.model.serving.saved_model import LoadedModel, ModelInfo, ModelOutputs
 from altbeam.model.serving.saved_model import read_model_info as read_info_through
 from altbeam.pipelines.caption.decode import StageError
 from altbeam.pipelines.runtime.progress import NAMESPACE
@@ -131,7 +131,8 @@ def read_model_info(model_dir: str) -> ModelInfo:
 
 
 class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedModel]):
-    """uint8[S,S,3] images -> PredictionResult(inference={"captions", "scores"})."""
+    """uint8[S,S,3] images -> PredictionResult(inference={"captions", "scores"}, plus
+    "concepts" and "concept_scores" from a model with a concept head)."""
 
     def __init__(self, model: ModelInfo, batch_size: int = 16, large_model: bool = False,
                  require_gpu: bool = False, progress_dir: str | None = None):
@@ -159,15 +160,12 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedModel])
     def run_inference(self, batch: Sequence[np.ndarray], model: LoadedModel,
                       inference_args: dict[str, Any] | None = None
                       ) -> Iterable[PredictionResult]:
-        captions, scores = model.caption(np.stack(batch))
+        out = model.predict(np.stack(batch))
         if self._device:
             announce_device(self._device, bool(self._progress_dir))
-        for image, caps, scs in zip(batch, captions, scores):
-            yield PredictionResult(
-                example=image,
-                inference={"captions": [c.decode("utf-8") for c in caps],
-                           "scores": [float(s) for s in scs]},
-                model_id=self._model.version)
+        for i, image in enumerate(batch):
+            yield PredictionResult(example=image, inference=_image_outputs(out, i),
+                                   model_id=self._model.version)
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
         return sum(a.nbytes for a in batch)
@@ -178,6 +176,17 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedModel])
     def update_model_path(self, model_path: str | None = None):
         if model_path:
             self._model = dataclasses.replace(read_model_info(model_path), path=model_path)
+
+
+def _image_outputs(out: ModelOutputs, i: int) -> dict:
+    """Image i of a batch as plain Python: captions and scores, and the concept words and
+    scores when the model has a concept head (the caption gate's evidence)."""
+    result = {"captions": [c.decode("utf-8") for c in out.captions[i]],
+              "scores": [float(s) for s in out.scores[i]]}
+    if out.concepts is not None:
+        result["concepts"] = [c.decode("utf-8") for c in out.concepts[i]]
+        result["concept_scores"] = [float(s) for s in out.concept_scores[i]]
+    return result
 
 
 def _batch_failures(failed) -> Iterable[StageError]:

@@ -5,8 +5,10 @@ Pipeline (every step named; see docs/pipeline.md)::
     ListImages -> JoinCatalogIndex -> SkipUnchanged (incremental: caption.incremental)
       -> [Limit] -> CountTodo
       -> Reshuffle -> ReadAndDecode ──errors──┐
+      -> HoldBackUndescribable ──too_small / blank (no caption)──┐
       -> Caption (RunInference, fixed batches) ──errors──> WriteErrors
-      -> ToCatalogRows -> WriteCatalog -> WriteRunSummary (CATALOG/runs/<run_id>.json)
+      -> ToCatalogRows (the caption gate: caption_status, objects, keywords)
+      -> WriteCatalog -> WriteRunSummary (CATALOG/runs/<run_id>.json)
 
 Beam/Dataflow pipeline options, anywhere among the arguments, pass through to Beam's
 PipelineOptions, so ``--runner DataflowRunner --project ...`` or ``--direct_running_mode
@@ -34,6 +36,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from altbeam.pipelines.caption.decode import ReadAndDecode
+from altbeam.pipelines.caption.gate import HELD_BACK, HoldBackUndescribable, StatusCounts
 from altbeam.pipelines.caption.incremental import (
     AddOwnWrites,
     JoinCatalogIndex,
@@ -105,11 +108,15 @@ def build(p: beam.Pipeline, config: CaptionConfig,
                ).with_outputs("errors", "unchanged", main="images"))
     unchanged_parts.append(decoded.unchanged)
 
-    inferred = decoded.images | "Caption" >> CaptionImages(
+    gated = decoded.images | "HoldBackUndescribable" >> beam.ParDo(
+        HoldBackUndescribable()).with_outputs(HELD_BACK, main="images")
+    inferred = gated.images | "Caption" >> CaptionImages(
         model, config.batch_size, large_model=config.share_model,
         require_gpu=config.require_gpu, progress_dir=pd)
-    rows = inferred["captioned"] | "ToCatalogRows" >> beam.ParDo(
-        ToCatalogRows(model.version, config.run_id, pd))
+    rows = ((inferred["captioned"], gated[HELD_BACK])
+            | "CaptionedAndHeldBack" >> beam.Flatten()
+            | "ToCatalogRows" >> beam.ParDo(
+                ToCatalogRows(model.version, config.run_id, pd, model.judged)))
     inference_errors = inferred["errors"] | "CountInferenceErrors" >> beam.ParDo(
         TallyEach("failed", pd, also=("done",)))
 
@@ -146,7 +153,8 @@ def build(p: beam.Pipeline, config: CaptionConfig,
                            "model_version": model.version, "image_size": model.image_size,
                            "beam_width": model.beam_width, "batch_size": config.batch_size,
                            "force": config.force, "limit": config.limit},
-                   captioned=count(rows, "CountCaptioned"),
+                   statuses=beam.pvalue.AsSingleton(
+                       rows | "CountStatuses" >> beam.CombineGlobally(StatusCounts())),
                    unchanged=count(unchanged, "CountUnchanged"),
                    failed=count(errors, "CountFailed"),
                    skipped=beam.pvalue.AsList(listed["skipped"]),
@@ -199,14 +207,17 @@ def run(argv: list[str] | None = None) -> dict:
             if d["run_id"] == config.run_id:
                 counts[d["action"]] = counts.get(d["action"], 0) + 1
         summary["writeback"] = counts
-    processed = summary["captioned"] + summary["skipped_unchanged"]
+    processed = summary["captioned"] + summary["no_caption"] + summary["skipped_unchanged"]
     summary["exit_code"] = 0 if processed > 0 else 1
     return summary
 
 
 def format_summary(s: dict) -> str:
     return (f"altbeam: run {s['run_id']} done in {s['wall_seconds']:.1f}s: "
-            f"captioned {s['captioned']}, skipped unchanged {s['skipped_unchanged']}, "
+            f"captioned {s['captioned']}{status_phrase(s.get('statuses'))}, "
+            + (f"no caption {s['no_caption']} (too small or blank), "
+               if s.get("no_caption") else "")
+            + f"skipped unchanged {s['skipped_unchanged']}, "
             f"failed {s['failed']}, {s['images_per_second']:.2f} images/s"
             + (f"; failures are listed in {s['catalog']}/errors/" if s["failed"] else "")
             + skipped_phrase(s.get("skipped_not_images"), "that are not images",
@@ -216,6 +227,15 @@ def format_summary(s: dict) -> str:
             + ("; metadata: " + ", ".join(f"{k} {s['writeback'].get(k, 0)}" for k in
                                           ("written", "skipped", "failed"))
                + f" (see {s['catalog']}/writeback/)" if "writeback" in s else ""))
+
+
+def status_phrase(statuses: dict | None) -> str:
+    """E.g. ' (ok 9, unsure 4, contradicted 5)': how the caption gate judged the captions
+    ('' when nothing was captioned). Only `ok` captions are written back by default."""
+    judged = [(s, (statuses or {}).get(s, 0)) for s in ("ok", "unsure", "contradicted")]
+    if not sum(n for _, n in judged):
+        return ""
+    return " (" + ", ".join(f"{s} {n}" for s, n in judged) + ")"
 
 
 def skipped_phrase(counts: dict | None, many: str, one: str) -> str:

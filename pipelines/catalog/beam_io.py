@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from altbeam.pipelines.caption.decode import ImageInfo
+from altbeam.pipelines.caption.gate import gate_columns, held_back_columns
 from altbeam.pipelines.catalog.layout import (
     SHARD_SUFFIX,
     finalized_shards,
@@ -29,6 +30,7 @@ V2_COLUMNS = ("caption_status", "objects", "keywords", "keyword_scores", "pixels
 # read; compliant nested types write lists as Parquet's standard LIST (element), which
 # BigQuery's list inference, Spark and pandas read as plain arrays.
 PARQUET_CODEC = "zstd"
+NO_CAPTION_STATUSES = ("too_small", "blank")   # catalogued, but never captioned
 
 
 def _from_us(us: int | None) -> dt.datetime | None:
@@ -96,22 +98,34 @@ def error_row(err, run_id: str) -> dict:
 
 
 class ToCatalogRows(beam.DoFn):
-    """(ImageInfo, PredictionResult) -> catalog row dict."""
+    """(ImageInfo, PredictionResult) -> catalog row dict, judged by the caption gate;
+    (ImageInfo, status) for an image held back before captioning (too_small / blank) ->
+    its row without a caption (pipelines/caption/gate.py).
 
-    def __init__(self, model_version: str, run_id: str, progress_dir: str | None = None):
+    ``judged``: the concepts the model's head can judge (ModelInfo.judged)."""
+
+    def __init__(self, model_version: str, run_id: str, progress_dir: str | None = None,
+                 judged: frozenset[str] = frozenset()):
         self._version = model_version
         self._run_id = run_id
         self._progress_dir = progress_dir
+        self._judged = judged
 
     def setup(self):
         self._tally = Tally(self._progress_dir)
 
     def process(self, keyed):
         info, result = keyed
-        self._tally.add("captioned")
         self._tally.add("done")
-        yield catalog_row(info, result.inference["captions"], result.inference["scores"],
-                          self._version, self._run_id)
+        if isinstance(result, str):
+            yield catalog_row(info, [], [], self._version, self._run_id,
+                              **held_back_columns(result))
+            return
+        self._tally.add("captioned")
+        inference = result.inference
+        yield catalog_row(info, inference["captions"], inference["scores"],
+                          self._version, self._run_id,
+                          **gate_columns(inference, self._judged))
 
     def finish_bundle(self):
         self._tally.flush()
@@ -161,23 +175,29 @@ def skipped_summary(skipped: list) -> dict:
 
 
 def write_run_summary(_, *, catalog: str, run_id: str, started_at: float, config: dict,
-                      captioned: int, unchanged: int, failed: int,
+                      statuses: dict, unchanged: int, failed: int,
                       catalog_files: list, error_files: list,
                       skipped: list | None = None) -> str:
     """Write CATALOG/runs/<run_id>.json once both tables are finalized; return its path.
 
-    ``skipped``: the listing's SkippedFiles (see `skipped_summary`)."""
+    ``statuses``: catalog rows of this run per caption_status (gate.StatusCounts);
+    ``captioned`` counts the captioned ones, ``no_caption`` those held back as
+    too_small / blank. ``skipped``: the listing's SkippedFiles (see `skipped_summary`)."""
     finished = time.time()
     seconds = max(finished - started_at, 1e-9)
+    no_caption = sum(statuses.get(s, 0) for s in NO_CAPTION_STATUSES)
+    captioned = sum(statuses.values()) - no_caption
     summary = {
         "run_id": run_id,
         "started_at": dt.datetime.fromtimestamp(started_at, UTC).isoformat(),
         "finished_at": dt.datetime.fromtimestamp(finished, UTC).isoformat(),
         "seconds": round(seconds, 3),
         "captioned": captioned,
+        "no_caption": no_caption,
+        "statuses": dict(statuses),
         "skipped_unchanged": unchanged,
         "failed": failed,
-        "images_per_second": round(captioned / seconds, 3),
+        "images_per_second": round((captioned + no_caption) / seconds, 3),
         "catalog_shards": sorted(str(f) for f in catalog_files),
         "error_shards": sorted(str(f) for f in error_files),
         **skipped_summary(skipped or []),

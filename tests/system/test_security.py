@@ -225,7 +225,7 @@ def test_run_ids_are_checked_past_the_cli(run_id, tmp_path, sample_photos, contr
                  lambda: catalog_io.run_summary_path(str(cat), run_id),
                  lambda: catalog_io.write_run_summary(
                      None, catalog=str(cat), run_id=run_id, started_at=0.0, config={},
-                     captioned=0, unchanged=0, failed=0, catalog_files=[], error_files=[])):
+                     statuses={}, unchanged=0, failed=0, catalog_files=[], error_files=[])):
         with pytest.raises(ValueError, match="--run-id"):
             make()
     assert list(tmp_path.rglob("*")) == []                         # nothing created anywhere

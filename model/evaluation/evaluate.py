@@ -13,10 +13,15 @@ Two ways to run the model, both scored with the same tooling (model.metrics):
 
 Baselines give every number context: ``--features`` also scores nearest-neighbour
 caption retrieval and the constant most-common caption, on the same split.
+
+With ``--model`` and a model that returns concepts (a concept head), the caption gate
+is scored too (model/evaluation/gate.py): the share of photos per status, and CHAIR
+among the ``ok`` captions only. The figures above it stay those of every caption.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -24,27 +29,76 @@ import time
 
 import numpy as np
 
+from altbeam.model.evaluation.gate import (
+    format_gate,
+    gate_figures,
+    photo_pixel_status,
+    photo_statuses,
+)
+from altbeam.model.serving.caption_status import DEFAULT_THRESHOLDS
+
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr",
            "CHAIR-s", "CHAIR-i", "coverage")
+# Why the caption gate's figures are missing (the gate needs the model's concept scores).
+NO_HEAD = ("the model has no concept head: re-export it with `altbeam export "
+           "--from-saved-model MODEL --concepts` to score the caption gate")
+NO_SAVED_MODEL = ("the caption gate needs an exported SavedModel with a concept head "
+                  "(--model); a training run's decoder has none")
 
 
-def caption_images(model_dir: str, paths: list[str], batch_size: int = 32,
-                   progress: bool = True) -> list[str]:
-    """Best caption of each image file through the exported SavedModel, its pixels
-    prepared exactly as the caption pipeline prepares them."""
+@dataclasses.dataclass(frozen=True)
+class PhotoOutputs:
+    """The exported model's outputs for each photo of a set, in order."""
+
+    captions: list[str]                        # the best caption
+    scores: list[float]                        # its score
+    pixel_statuses: list[str | None]           # too_small / blank: the caption job's hold-back
+    concepts: list[list[str]] | None = None    # None: the model has no concept head
+    concept_scores: list[list[float]] | None = None
+
+
+def run_model(info, paths: list[str], batch_size: int = 32,
+              progress: bool = True) -> PhotoOutputs:
+    """The exported SavedModel (``info``: its `read_model_info`) on each image file, its
+    pixels prepared exactly as the caption pipeline prepares them."""
     from altbeam.model.data.pixels import load_pixels
-    from altbeam.model.serving.saved_model import LoadedModel, read_model_info
-    model = LoadedModel(model_dir, read_model_info(model_dir).image_size)
-    out, start = [], time.time()
+    from altbeam.model.serving.saved_model import LoadedModel
+    model = LoadedModel(info.path, info.image_size)
+    captions, scores, held, concepts, concept_scores = [], [], [], [], []
+    start = time.time()
     for s in range(0, len(paths), batch_size):
-        batch = np.stack([load_pixels(p, model.image_size) for p in paths[s:s + batch_size]])
-        out += model.best_captions(batch)
+        batch = paths[s:s + batch_size]
+        pixels = np.stack([load_pixels(p, model.image_size) for p in batch])
+        out = model.predict(pixels)
+        captions += [c.decode("utf-8") for c in out.captions[:, 0]]
+        scores += [float(v) for v in out.scores[:, 0]]
+        held += [photo_pixel_status(p, px) for p, px in zip(batch, pixels)]
+        if out.concepts is not None:
+            concepts += [[c.decode("utf-8") for c in row] for row in out.concepts]
+            concept_scores += [[float(v) for v in row] for row in out.concept_scores]
         if progress:
-            print(f"\r  captioned {len(out)}/{len(paths)} ({len(out) / (time.time() - start):.1f} "
-                  "images/s)", end="", file=sys.stderr, flush=True)
+            print(f"\r  captioned {len(captions)}/{len(paths)} "
+                  f"({len(captions) / (time.time() - start):.1f} images/s)",
+                  end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
-    return out
+    if not model.has_concepts:
+        return PhotoOutputs(captions, scores, held)
+    return PhotoOutputs(captions, scores, held, concepts, concept_scores)
+
+
+def gate_report(outputs: PhotoOutputs, ids: list[str], references: dict[str, list[str]],
+                judged: frozenset[str]):
+    """(the JSON's "gate" section, the figures or None): the caption gate on the model's
+    best captions (model/evaluation/gate.py), or why it is not available."""
+    if outputs.concepts is None:
+        return {"available": False, "reason": NO_HEAD}, None
+    statuses = photo_statuses(outputs.captions, outputs.scores, outputs.concepts,
+                              outputs.concept_scores, outputs.pixel_statuses, judged)
+    figures = gate_figures(statuses, outputs.captions, [references[i] for i in ids])
+    return {"available": True, "judged_concepts": len(judged),
+            "thresholds": dataclasses.asdict(DEFAULT_THRESHOLDS), **figures.as_dict(),
+            "statuses": dict(zip(ids, statuses))}, figures
 
 
 def baseline_captions(features_dir: str, split: str, ids: list[str]) -> dict[str, list[str]]:
@@ -143,10 +197,11 @@ def main(argv) -> int:
             ban_unk=config.ban_unk, block_repeated_trigrams=block)
         card = {"run": a.run, "beam_width": k, "length_alpha": alpha,
                 "block_repeated_trigrams": block}
+        gate, figures = {"available": False, "reason": NO_SAVED_MODEL}, None
     else:
         from altbeam.model import DEFAULT_MODEL_DIR
         from altbeam.model.data.datasets import load_dataset
-        from altbeam.model.serving.saved_model import read_model_card
+        from altbeam.model.serving.saved_model import read_model_card, read_model_info
         model_dir = a.model or DEFAULT_MODEL_DIR
         if not a.dataset:
             ap.error("--dataset is required with --model")
@@ -156,23 +211,31 @@ def main(argv) -> int:
         items = items[: a.limit] if a.limit else items
         ids = [i.image_id for i in items]
         refs = {i.image_id: list(i.captions) for i in items}
-        card = read_model_card(model_dir)
+        card, info = read_model_card(model_dir), read_model_info(model_dir)
         print(f"captioning {len(items)} images of {a.split} with {model_dir}", file=sys.stderr)
-        systems["model " + str(card.get("version", ""))] = caption_images(
-            model_dir, [i.path for i in items], a.batch_size)
+        outputs = run_model(info, [i.path for i in items], a.batch_size)
+        name = "model " + str(card.get("version", ""))
+        systems[name] = outputs.captions
+        gate, figures = gate_report(outputs, ids, refs, info.judged)
     if a.features and not a.no_baselines and a.split != "val":
         systems.update(baseline_captions(a.features, a.split, ids))
     table = score_table(refs, systems, a.tokenizer)
     print(f"\n{a.split}: {len(ids)} images, tokenizer {a.tokenizer}")
-    print(format_table(table))
+    print(format_table(table | gate_rows(figures, name) if figures else table))
+    print(format_gate(figures, gate["judged_concepts"]) if figures
+          else f"caption gate: not available ({gate['reason']})")
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"split": a.split, "images": len(ids), "tokenizer": a.tokenizer,
-                       "scores": table, "model": card,
+                       "scores": table, "model": card, "gate": gate,
                        "examples": {i: {n: s[k] for n, s in systems.items()}
                                     for k, i in enumerate(ids[:20])}}, f, indent=2)
     return 0
 
+
+def gate_rows(figures, system: str) -> dict[str, dict[str, float]]:
+    """The printed table's row of CHAIR among the system's ``ok`` captions only."""
+    return {f"{system}, ok only ({figures.counts['ok']})": figures.ok_scores()}
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

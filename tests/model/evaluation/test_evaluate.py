@@ -86,7 +86,10 @@ def test_evaluate_cli_scores_an_exported_model(tmp_path, sample_photos, capsys):
     scores = next(iter(result["scores"].values()))
     assert 0.0 <= scores["BLEU-4"] <= 1.0 and "CIDEr" in scores
     assert 0.0 <= scores["CHAIR-s"] <= 1.0 and 0.0 <= scores["coverage"] <= 1.0
-    assert "BLEU-4" in capsys.readouterr().out
+    # The tiny model has no concept head: no gate figures, and the report says why.
+    assert result["gate"]["available"] is False and "no concept head" in result["gate"]["reason"]
+    printed = capsys.readouterr().out
+    assert "BLEU-4" in printed and "caption gate: not available (the model has no" in printed
 
 
 def test_run_scored_on_its_own_validation_images(tmp_path):
@@ -104,6 +107,7 @@ def test_run_scored_on_its_own_validation_images(tmp_path):
     expected = carve_validation(load_split(feats, "train"), 6, 1)[1].image_ids
     assert report["images"] == 6 and sorted(report["examples"]) == sorted(expected)
     assert list(report["scores"]) == ["decoder (beam 3, alpha 0)"]  # no baselines on val
+    assert report["gate"]["available"] is False and "--model" in report["gate"]["reason"]
     # A run initialised with another seed but the same split seed holds out the same images.
     other = fake_run(tmp_path / "other", 5, split_seed=1)
     assert main(["--run", other, "--features", feats, "--split", "val", "--tokenizer",

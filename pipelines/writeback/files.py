@@ -34,14 +34,18 @@ from altbeam.pipelines.writeback.rules import (
     RAW_TYPES,
     XMP_FIELDS,
     already_written,
+    caption_fields,
     check_texts,
     field_value,
+    iptc_needs_utf8,
     lost_tags,
+    not_to_write,
     persons_in_fields,
     quote,
     same_pixels,
     supported_fields,
     wrong_fields,
+    wrong_keywords,
 )
 from altbeam.pipelines.writeback.sidecars import goes_to_sidecar, sidecar_names, sidecar_path
 
@@ -104,13 +108,9 @@ class Annotator:
     # -- before writing -----------------------------------------------------------
     def _prepare(self, row: dict) -> Item:
         opts, uri = self.options, row["uri"]
-        caption = row.get("caption")
-        if not caption or not caption.strip():
-            raise Skip(f"no_caption: {uri}: the catalog row has no caption")
-        score = row.get("score")
-        if opts.min_score is not None and (score is None or score < opts.min_score):
-            raise Skip(f"below_min_score: {uri}: score {score} is below --min-score "
-                       f"{opts.min_score}")
+        reason = not_to_write(row, opts.min_score, opts.include_status)
+        if reason:
+            raise Skip(reason)
         use_sidecar = goes_to_sidecar(row, opts)
         side_uris = sidecar_names(row, opts)
         if uri.startswith("gs://"):   # the one object store written (through its own client)
@@ -235,9 +235,9 @@ class Annotator:
         written = {FIELDS[f][1] for f in item.fields}
         _note_persons(item, [t for t, _ in check.persons if t in written],
                       [t for t, _ in check.persons if t not in written])
-        target_tags = (item.sidecar_tags or {}) if item.use_sidecar else item.tags
-        if already_written(check, target_tags, item.fields, caption,
-                           item.row.get("model_version")):
+        item.plan_keywords()
+        if not item.keywords and already_written(check, item.target_tags, item.fields,
+                                                 caption, item.row.get("model_version")):
             raise Skip(f"already_written: {uri}: the caption is already there")
         if opts.dry_run:
             raise Skip(self._would(item), "would_write")
@@ -254,10 +254,13 @@ class Annotator:
     def _write_command(self, item: Item) -> list[str]:
         row, s = item.row, self.session
         cmd: list[str] = []
-        for f in item.fields:   # XMP: the x-default entry; other languages stay as they are
+        captioned = caption_fields(item.fields)
+        for f in captioned:   # XMP: the x-default entry; other languages stay as they are
             tag = FIELDS[f][0] + ("-x-default" if f in XMP_FIELDS else "")
             cmd.append(f"-{tag}<={s.value_file(field_value(f, row['caption']))}")
-        if "iptc_caption" in item.fields:   # declare UTF-8 so readers decode it right
+        for f, added in item.keywords.items():   # "+=": after those already there
+            cmd += [f"-{FIELDS[f][0]}+<={s.value_file(k)}" for k in added]
+        if iptc_needs_utf8(item.fields, item.keywords):   # so readers decode it right
             cmd += ["-charset", "iptc=UTF8", "-IPTC:CodedCharacterSet=UTF8"]
         p = PROVENANCE_GROUP
         cmd += [f"-{p}:Generator={GENERATOR}",
@@ -267,7 +270,7 @@ class Annotator:
                 f"-{p}:WrittenAt={dt.datetime.now(dt.UTC):%Y:%m:%d %H:%M:%SZ}"]
         if row.get("score") is not None:
             cmd.append(f"-{p}:Score={float(row['score']):.6g}")
-        cmd += [f"-{p}:Fields={FIELDS[f][0]}" for f in item.fields]
+        cmd += [f"-{p}:Fields={FIELDS[f][0]}" for f in captioned]
         if item.use_sidecar and item.sidecar_before is None:
             # A new sidecar: exiftool creates it under a temp name in the same folder,
             # renamed into place after verification (no half-written sidecar).
@@ -336,11 +339,11 @@ class Annotator:
                               sha_after=sha_after, mtime_after_ns=mtime_after)
 
     def _verify(self, item: Item, after: dict, target: str) -> str | None:
-        bad = wrong_fields(after, item.fields, item.row["caption"])
+        bad = (wrong_fields(after, item.fields, item.row["caption"])
+               + wrong_keywords(item.target_tags, after, item.keywords))
         if bad:
             return f"verify_failed: {target}: read back differs for {', '.join(bad)}"
-        before = (item.sidecar_tags or {}) if item.use_sidecar else item.tags
-        lost = lost_tags(before, after, item.fields)
+        lost = lost_tags(item.target_tags, after, item.fields)
         if lost:
             return f"verify_failed: {target}: existing metadata lost: {', '.join(lost[:5])}"
         with open(item.path, "rb") as f:

@@ -12,7 +12,7 @@ import hashlib
 
 from altbeam.pipelines.runtime.redact import redact
 from altbeam.pipelines.writeback.gcs import RemoteObject
-from altbeam.pipelines.writeback.rules import FIELDS
+from altbeam.pipelines.writeback.rules import CAPTION_FIELDS, FIELDS, keywords_to_add
 
 
 class Skip(Exception):
@@ -37,6 +37,8 @@ class Item:
     tags: dict | None = None
     sidecar_tags: dict | None = None
     fields: list[str] = dataclasses.field(default_factory=list)
+    # --keywords: keyword field -> the row's keywords added to it (rules.keywords_to_add)
+    keywords: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     new_sidecar_tmp: str | None = None
     changed: str | None = None        # the changed_since_catalogued reason, if the hash differs
@@ -46,6 +48,21 @@ class Item:
     @property
     def target_path(self) -> str:
         return self.sidecar_local if self.use_sidecar else self.path
+
+    @property
+    def target_tags(self) -> dict:
+        """The tags of the file written, as read before writing ({}: a new sidecar,
+        which exiftool makes from the tags written alone)."""
+        return (self.sidecar_tags or {}) if self.use_sidecar else self.tags
+
+    def plan_keywords(self) -> None:
+        """--keywords: which of the row's keywords each keyword field of ``fields`` gets;
+        a keyword field with none to add is not written. Said in the reason."""
+        self.keywords, notes = keywords_to_add(self.row.get("keywords"), self.target_tags,
+                                               self.fields)
+        self.fields = [f for f in self.fields if f in CAPTION_FIELDS or f in self.keywords]
+        self.notes += notes + [f"keywords added to {FIELDS[f][0]}: {', '.join(added)}"
+                               for f, added in self.keywords.items()]
 
 
 def sha256_hex(data: bytes) -> str:

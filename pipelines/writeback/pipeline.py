@@ -196,7 +196,8 @@ def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="altbeam writeback", allow_abbrev=False,
         description="Write each catalogued caption into its image as IPTC alt text "
-                    "(XMP-iptcCore:AltTextAccessibility), never over a person's words. "
+                    "(XMP-iptcCore:AltTextAccessibility), never over a person's words; "
+                    "by default only captions the caption gate marked ok. "
                     "Apache Beam/Dataflow pipeline options may be given anywhere; any "
                     "other unknown flag is refused.")
     ap.add_argument("catalog", help="catalog folder (local or gs://)")

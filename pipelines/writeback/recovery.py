@@ -26,6 +26,7 @@ from altbeam.pipelines.writeback.rules import (
     already_written,
     as_text,
     check_texts,
+    keywords_to_add,
     pixel_frames,
     supported_fields,
 )
@@ -113,7 +114,8 @@ def unlogged_own_write(item: Item, wanted: tuple[str, ...]) -> bool:
 
     * the write went into the image (a sidecar write never changes the image's bytes);
     * the provenance says altbeam wrote exactly this caption from this model version,
-      and every field asked for holds it (so nothing would be written anyway);
+      every field asked for holds it, and so do the keyword lists (--keywords): nothing
+      would be written anyway;
     * it was written after the row was catalogued, by a run not in the writeback log
       (a logged run's write would be in the chain, so a file that still differs was
       changed after that write);
@@ -135,6 +137,8 @@ def unlogged_own_write(item: Item, wanted: tuple[str, ...]) -> bool:
     fields = supported_fields(str(tags.get("File:FileTypeExtension", "")), wanted, False)
     if not fields or not already_written(check, tags, fields, row["caption"],
                                          row.get("model_version")):
+        return False
+    if keywords_to_add(row.get("keywords"), tags, fields)[0]:
         return False
     written_at = _exif_time(tags.get(f"{p}:WrittenAt"))
     processed_at = row.get("processed_at")

@@ -11,22 +11,42 @@ import re
 
 from PIL import Image, ImageSequence
 
+from altbeam.model.serving.caption_status import (
+    BLANK,
+    CONTRADICTED,
+    OK,
+    STATUSES,
+    TOO_SMALL,
+    UNSURE,
+)
+
 # field name (CLI / log) -> exiftool tag written; the key exiftool -G1 reads it back as.
-FIELDS = {
+# The caption goes to these text fields:
+CAPTION_FIELDS = {
     "alt_text": ("XMP-iptcCore:AltTextAccessibility", "XMP-iptcCore:AltTextAccessibility"),
     "xmp_description": ("XMP-dc:Description", "XMP-dc:Description"),
     "exif_description": ("EXIF:ImageDescription", "IFD0:ImageDescription"),
     "iptc_caption": ("IPTC:Caption-Abstract", "IPTC:Caption-Abstract"),
 }
+# --keywords: the row's catalog keywords are added to these bag/list tags (exiftool
+# "+=": appended after the keywords already there, which stay as they are).
+KEYWORD_FIELDS = {
+    "xmp_keywords": ("XMP-dc:Subject", "XMP-dc:Subject"),
+    "iptc_keywords": ("IPTC:Keywords", "IPTC:Keywords"),
+}
+FIELDS = {**CAPTION_FIELDS, **KEYWORD_FIELDS}
 DEFAULT_FIELDS = ("alt_text",)
-XMP_FIELDS = frozenset({"alt_text", "xmp_description"})
+# The fields kept in XMP, all an XMP sidecar holds (the two caption ones are language
+# alternatives: written as x-default).
+XMP_FIELDS = frozenset({"alt_text", "xmp_description", "xmp_keywords"})
 IPTC_CAPTION_MAX_BYTES = 2000
+IPTC_KEYWORD_MAX_BYTES = 64      # IIM 2:25 Keywords: at most 64 octets each
 
 # Which fields each file type (exiftool FileTypeExtension) holds in the file itself.
 # PNG: exiftool only writes non-standard IPTC there; WebP/HEIC/AVIF have no IPTC
 # block and GIF holds XMP only, so those fields are left out (noted in the reason).
 _ALL = frozenset(FIELDS)
-_NO_IPTC = frozenset({"alt_text", "xmp_description", "exif_description"})
+_NO_IPTC = _ALL - {"iptc_caption", "iptc_keywords"}
 FIELDS_BY_TYPE = {
     "JPG": _ALL, "JPEG": _ALL, "TIF": _ALL, "TIFF": _ALL,
     "PNG": _NO_IPTC, "WEBP": _NO_IPTC, "HEIC": _NO_IPTC, "HEIF": _NO_IPTC,
@@ -62,6 +82,60 @@ _IPTC_HOUSEKEEPING = frozenset({"IPTC:CodedCharacterSet", "IPTC:EnvelopeRecordVe
                                 "IPTC:ApplicationRecordVersion"})
 _TEXT_KEY = re.compile(r"^(XMP-iptcCore:AltTextAccessibility|XMP-dc:Description|"
                        r"IFD0:ImageDescription|IPTC:Caption-Abstract)(-[\w-]+)?$")
+
+
+# The caption gate (catalog caption_status): only "ok" captions are written unless
+# --include-status adds these; too_small and blank rows have no caption at all. A NULL
+# status is a row catalogued before the gate existed: written as it always was.
+INCLUDABLE_STATUSES = (UNSURE, CONTRADICTED)
+_NOT_WRITTEN_BECAUSE = {
+    UNSURE: "caption marked unsure by the caption gate (the model is not sure of it)",
+    CONTRADICTED: "caption marked contradicted by the caption gate (the CNN's concept "
+                  "scores contradict an object it names)",
+    TOO_SMALL: "the image is too small to describe, so it has no caption",
+    BLANK: "the image is nearly uniform, so it has no caption",
+}
+
+
+def parse_include_status(text: str) -> tuple[str, ...]:
+    """``--include-status unsure,contradicted`` -> the statuses written besides ok.
+
+    ValueError names the bad status: one that is not a caption status, or too_small /
+    blank, which have no caption to write."""
+    names = [name.strip() for name in text.split(",")]
+    choose = f"choose from {', '.join(INCLUDABLE_STATUSES)} (ok is always written)"
+    for name in names:
+        if name in (TOO_SMALL, BLANK):
+            raise ValueError(f"{name!r} rows are never written: {_NOT_WRITTEN_BECAUSE[name]}; "
+                             f"{choose}")
+        if not name:
+            raise ValueError(f"an empty caption status in {text!r}; {choose}")
+        if name not in STATUSES:
+            raise ValueError(f"unknown caption status {name!r}; {choose}")
+    return tuple(dict.fromkeys(name for name in names if name != OK))
+
+
+def not_to_write(row: dict, min_score: float | None,
+                 include_status: tuple[str, ...]) -> str | None:
+    """Why the catalog row is not written at all (a Skip reason), or None: it may be.
+
+    The row's own verdicts, before any file is looked at: its caption status, its
+    caption, its score (--include-status, --min-score)."""
+    uri, status = row["uri"], row.get("caption_status")
+    if status is not None and status != OK and status not in include_status:
+        if status in _NOT_WRITTEN_BECAUSE:
+            hint = (f"; --include-status {status} writes it"
+                    if status in INCLUDABLE_STATUSES else "")
+            return f"status_{status}: {uri}: {_NOT_WRITTEN_BECAUSE[status]}{hint}"
+        return (f"status_unknown: {uri}: caption status {status!r} is not one this "
+                f"writeback knows ({', '.join(STATUSES)}); not written")
+    caption = row.get("caption")
+    if not caption or not caption.strip():
+        return f"no_caption: {uri}: the catalog row has no caption"
+    score = row.get("score")
+    if min_score is not None and (score is None or score < min_score):
+        return f"below_min_score: {uri}: score {score} is below --min-score {min_score}"
+    return None
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:
@@ -133,20 +207,76 @@ def persons_in_fields(check: TextCheck, fields: list[str]) -> list[tuple[str, st
     return [(k, v) for k, v in check.persons if _TEXT_KEY.match(k).group(1) in keys]
 
 
+def caption_fields(fields) -> list[str]:
+    """The fields of ``fields`` that receive the caption (not the keyword lists)."""
+    return [f for f in fields if f in CAPTION_FIELDS]
+
+
 def already_written(check: TextCheck, tags: dict, fields: list[str], caption: str,
                     model_version: str | None) -> bool:
-    """The target already carries exactly this caption, from this model, in every field."""
+    """The target already carries exactly this caption, from this model, in every
+    caption field (keywords: :func:`keywords_to_add`)."""
     if check.ours != caption:
         return False
     if as_text(tags.get(f"{PROVENANCE_GROUP}:ModelVersion", "")) != (model_version or ""):
         return False
-    return all(check.values.get(FIELDS[f][1]) == field_value(f, caption) for f in fields)
+    return all(check.values.get(FIELDS[f][1]) == field_value(f, caption)
+               for f in caption_fields(fields))
+
+
+def as_list(value) -> list[str]:
+    """A bag/list tag as ``exiftool -j`` gives it (one item: a scalar; none: absent)."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def keywords_to_add(keywords, tags: dict, fields) -> tuple[dict[str, list[str]], list[str]]:
+    """({keyword field: the row's keywords it lacks, catalog order}, notes).
+
+    ``tags``: what the target holds before the write. A keyword already there in any
+    case ("Dog" for "dog") is not added again; nothing there is removed or moved. A
+    keyword longer than IPTC's 64 bytes (UTF-8) goes to XMP only, and a note says so:
+    cut, it would be another word."""
+    wanted = [k for k in dict.fromkeys(keywords or ()) if k and k.strip()]
+    plan: dict[str, list[str]] = {}
+    notes: list[str] = []
+    for field in fields:
+        if field not in KEYWORD_FIELDS:
+            continue
+        have = {k.casefold() for k in as_list(tags.get(KEYWORD_FIELDS[field][1]))}
+        added = []
+        for keyword in wanted:
+            if keyword.casefold() in have:
+                continue
+            if field == "iptc_keywords" and len(keyword.encode()) > IPTC_KEYWORD_MAX_BYTES:
+                notes.append(f"keyword {quote(keyword)} not added to IPTC:Keywords (over "
+                             f"{IPTC_KEYWORD_MAX_BYTES} bytes)")
+                continue
+            have.add(keyword.casefold())
+            added.append(keyword)
+        if added:
+            plan[field] = added
+    return plan, notes
+
+
+def iptc_needs_utf8(fields, keywords: dict[str, list[str]]) -> bool:
+    """Whether the write declares IPTC UTF-8 (-charset iptc=UTF8, CodedCharacterSet):
+    for a caption, or for a keyword that is not ASCII (ASCII reads alike in any set)."""
+    return "iptc_caption" in fields or not all(
+        k.isascii() for k in keywords.get("iptc_keywords", ()))
+
+
+def wrong_keywords(before: dict, after: dict, keywords: dict[str, list[str]]) -> list[str]:
+    """Keyword tags whose read-back list is not exactly the list before plus those added."""
+    return [FIELDS[f][1] for f, added in keywords.items()
+            if as_list(after.get(FIELDS[f][1])) != as_list(before.get(FIELDS[f][1])) + added]
 
 
 def lost_tags(before: dict, after: dict, written_fields: list[str]) -> list[str]:
     """Pre-existing tags that are missing or changed after a write (volatile ones ignored)."""
-    written = {FIELDS[f][1] for f in written_fields}
-    if "iptc_caption" in written_fields:
+    written = {FIELDS[f][1] for f in written_fields}   # keyword lists: wrong_keywords
+    if {"iptc_caption", "iptc_keywords"} & set(written_fields):
         written |= _IPTC_HOUSEKEEPING | {"File:CurrentIPTCDigest"}
     lost = []
     for key, value in before.items():
@@ -162,7 +292,7 @@ def lost_tags(before: dict, after: dict, written_fields: list[str]) -> list[str]
 
 def wrong_fields(after: dict, fields: list[str], caption: str) -> list[str]:
     """Fields whose read-back value is not what was written (plus the provenance caption)."""
-    bad = [FIELDS[f][1] for f in fields
+    bad = [FIELDS[f][1] for f in caption_fields(fields)
            if as_text(after.get(FIELDS[f][1], "")) != field_value(f, caption)]
     if as_text(after.get(f"{PROVENANCE_GROUP}:Caption", "")) != caption:
         bad.append(f"{PROVENANCE_GROUP}:Caption")

@@ -72,17 +72,23 @@ def image_facts(path) -> dict:
     return {"format": fmt, "width": width, "height": height}
 
 
-def catalog(tmp_path, paths, caption=CAPTION, score=-0.5, version="m1", name="cat"):
-    """A one-shard catalog with a row per path (captions may be a dict path -> caption)."""
+def catalog(tmp_path, paths, caption=CAPTION, score=-0.5, version="m1", name="cat",
+            columns=None):
+    """A one-shard catalog with a row per path (captions may be a dict path -> caption).
+
+    ``columns``: path -> more columns of its row (the v2 ones: caption_status, keywords
+    ...); a row with caption None has captions [] (as too_small / blank rows do)."""
     cat = tmp_path / name
     (cat / "catalog").mkdir(parents=True, exist_ok=True)
     rows = []
     for p in paths:
         text = caption.get(p) if isinstance(caption, dict) else caption
         rows.append({"uri": str(p), "sha256": sha(p), "size_bytes": os.path.getsize(p),
-                     **image_facts(p), "caption": text, "score": score, "captions": [text],
-                     "scores": [score], "model_version": version, "run_id": "cap1",
-                     "processed_at": dt.datetime.now(dt.UTC)})
+                     **image_facts(p), "caption": text, "score": score,
+                     "captions": [] if text is None else [text],
+                     "scores": [] if text is None else [score], "model_version": version,
+                     "run_id": "cap1", "processed_at": dt.datetime.now(dt.UTC),
+                     **(columns or {}).get(p, {})})
     shard = cat / "catalog" / f"run-cap{len(os.listdir(cat / 'catalog'))}-00000-of-00001.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA), shard)
     return cat

@@ -1,7 +1,8 @@
 """`altbeam report CATALOG --out report.html`: the catalog as one static HTML page.
 
-Thumbnails (small inline JPEGs) with the best caption as their alt text, alternatives
-and scores, unresolved errors with their reasons, writeback counts and a run summary.
+Thumbnails (small inline JPEGs) with the best caption as their alt text, its caption
+status and keywords, alternatives and scores, unresolved errors with their reasons,
+writeback counts and a run summary with images per caption status.
 The page is self-contained (no network), paginates client-side, and keeps to a size
 budget (``--max-mb``): past it, cards show a placeholder instead of a thumbnail.
 ``--attention`` adds per-word attention heatmaps (pipelines/report/attention.py).
@@ -22,7 +23,8 @@ from altbeam.pipelines.report.html import ReportData, render
 from altbeam.pipelines.report.thumbs import fit_side, make_thumbnails
 
 IMAGE_COLUMNS = ("uri, caption, score, captions, scores, model_version, capture_time, "
-                 "camera_make, camera_model, existing_alt_text")
+                 "camera_make, camera_model, existing_alt_text, caption_status, objects, "
+                 "keywords, keyword_scores")
 
 # Latest error per uri that no later catalog row superseded (fixed by a re-run).
 UNRESOLVED_ERRORS_SQL = """
@@ -106,7 +108,8 @@ def gather(catalog: str, *, max_images: int = 10000, max_errors: int = 1000,
         catalog=catalog, generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         images=images, thumbnails=thumbs, total_images=total, stats=stats, runs=runs,
         errors=errors[:max_errors], total_errors=len(errors), writeback=writeback,
-        page_size=page_size, heatmaps=heatmaps, attention_note=attention_note)
+        page_size=page_size, heatmaps=heatmaps, attention_note=attention_note,
+        statuses=_rows(con, "SELECT status, images, meaning FROM statuses"))
 
 
 def main(argv: list[str] | None = None) -> int:

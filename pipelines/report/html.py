@@ -6,6 +6,11 @@ failure reasons also go through :func:`altbeam.pipelines.runtime.redact.redact` 
 before redaction existed, or by other tools, may hold credentials in them). A Content-Security-Policy allows
 only this page's own style and script (by hash) and ``data:`` images, so even a
 markup slip could not run injected script or fetch anything.
+
+Caption statuses (catalog schema v2): each card names its status; ``unsure`` and
+``contradicted`` captions are marked as not trusted (on the card and in the picture's
+alt text), ``too_small`` and ``blank`` rows say why there is no caption. A row without
+a status (captioned before the caption gate) shows as it always did.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import hashlib
 import html
 import math
 
+from altbeam.model.serving.caption_status import BLANK, OK, TOO_SMALL
+from altbeam.pipelines.catalog.api import NOT_JUDGED, STATUS_MEANINGS, UNTRUSTED
 from altbeam.pipelines.report.thumbs import Thumbnail
 from altbeam.pipelines.runtime.redact import redact
 
@@ -47,6 +54,14 @@ code{word-break:break-all}
 .heat-strip figure{margin:0;text-align:center;font-size:.7rem}
 .heat-strip img{display:block}
 .heat-note{color:#a50;font-size:.75rem}
+.status{font-size:.75rem;margin:.2rem 0;color:#555}
+.status b{border-radius:4px;padding:0 .3rem;margin-right:.3rem;background:#ddd;color:#333}
+.status.st-ok b{background:#dfd;color:#060}
+.status.st-untrusted{color:#900}.status.st-untrusted b{background:#900;color:#fff}
+.card[data-untrusted],.stats li.st-untrusted{border-color:#c66}
+.stats small{display:block;color:#555;max-width:14rem}
+.card[data-untrusted] .best{font-weight:400;font-style:italic;color:#555}
+.kw{font-size:.75rem;margin:.2rem 0}
 """
 
 # Progressive enhancement: without JS every card shows (thumbnails lazy-load).
@@ -128,6 +143,7 @@ class ReportData:
     page_size: int = 60
     heatmaps: list[str] | None = None   # per image: heatmap HTML (report_attention), escaped
     attention_note: str | None = None   # which model made them, or why there are none
+    statuses: list[dict] = dataclasses.field(default_factory=list)  # the `statuses` view
 
 
 def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
@@ -138,9 +154,72 @@ def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _status_kind(status: str | None) -> str:
+    """The badge's look: ok, untrusted, none (no caption), unknown; "" when not judged."""
+    if status is None:
+        return ""
+    if status == OK:
+        return "ok"
+    if status in UNTRUSTED:
+        return "untrusted"
+    return "none" if status in (TOO_SMALL, BLANK) else "unknown"
+
+
+def _status_line(row: dict) -> str:
+    """The card's status badge with what it means ("" for a row without a status)."""
+    status = row.get("caption_status")
+    kind = _status_kind(status)
+    if not kind:
+        return ""
+    meaning = STATUS_MEANINGS.get(status, "unknown caption status")
+    text = "" if kind == "ok" else f" {esc(meaning)}"
+    named = row.get("objects") or []
+    if kind == "untrusted" and named:
+        text += f"; the caption names {esc(', '.join(named))}"
+    return f'<p class="status st-{kind}"><b>{esc(status)}</b>{text}</p>'
+
+
+def _keywords_line(row: dict) -> str:
+    words = row.get("keywords") or []
+    if not words:
+        return ""
+    scores = list(row.get("keyword_scores") or []) + [None] * len(words)
+    items = ", ".join(f'{esc(w)} <span class="score">{fmt_num(s, 2)}</span>'
+                      for w, s in zip(words, scores))
+    return f'<p class="kw">keywords: {items}</p>'
+
+
+def _alt_text(row: dict) -> str:
+    """The picture's alt text: the caption, with the same warning a sighted reader sees."""
+    caption, status = row.get("caption") or "", row.get("caption_status")
+    kind = _status_kind(status)
+    if kind == "untrusted" and caption:
+        return f"{caption} (caption not trusted: {status})"
+    if kind == "none" and not caption:
+        return STATUS_MEANINGS[status]
+    return caption or "image without a caption"
+
+
+def _statuses_block(statuses: list[dict]) -> str:
+    """The summary's images per caption status (the `statuses` view); a note instead when
+    no image has a status (a catalog captioned before the caption gate)."""
+    total = sum(s["images"] for s in statuses)
+    judged = sum(s["images"] for s in statuses if s["status"] != NOT_JUDGED)
+    if not total:
+        return ""
+    if not judged:
+        return ('<p class="muted" id="statuses">Caption status: not judged (every image '
+                "was captioned before the caption gate).</p>")
+    items = "".join(
+        f'<li class="st-{_status_kind(s["status"]) or "none"}"><b>{fmt_num(s["images"])}</b>'
+        f'{esc(s["status"])}<small>{esc(s["meaning"])}</small></li>' for s in statuses)
+    return f'<h3>Caption status</h3><ul class="stats" id="statuses">{items}</ul>'
+
+
 def _card(row: dict, thumb: Thumbnail, heatmap: str = "") -> str:
     caption = row.get("caption") or ""
-    alt_text = caption or "image without a caption"
+    alt_text = _alt_text(row)
+    kind = _status_kind(row.get("caption_status"))
     if thumb.data_uri:
         picture = (f'<img src="{thumb.data_uri}" alt="{esc(alt_text)}" width="{thumb.width}" '
                    f'height="{thumb.height}" loading="lazy" decoding="async">')
@@ -161,10 +240,15 @@ def _card(row: dict, thumb: Thumbnail, heatmap: str = "") -> str:
     meta = [camera, str(row.get("capture_time") or ""), row.get("model_version") or ""]
     score = row.get("score")
     attrs = (f'data-uri="{esc(row["uri"])}" data-score="{esc(fmt_num(score, 4))}"'
+             f' data-status="{esc(row.get("caption_status") or NOT_JUDGED)}"'
+             + (" data-untrusted=\"\"" if kind == "untrusted" else "")
              + ("" if existing else " data-noalt=\"\""))
+    best = ""                    # too_small / blank: the status line says why there is none
+    if caption or kind != "none":
+        best = (f'<p class="best">{esc(caption) or "<em>no caption</em>"} '
+                f'<span class="score">{fmt_num(score)}</span></p>')
     return (f'<li class="card" {attrs}><figure><div class="thumb">{picture}</div>'
-            f'<figcaption><p class="best">{esc(caption) or "<em>no caption</em>"} '
-            f'<span class="score">{fmt_num(score)}</span></p>{alts}{heatmap}'
+            f'<figcaption>{best}{_status_line(row)}{_keywords_line(row)}{alts}{heatmap}'
             f'<p class="uri">{esc(row["uri"])}</p>{alt_line}'
             f'<p class="muted">{esc(" · ".join(m for m in meta if m))}</p>'
             f"</figcaption></figure></li>")
@@ -211,7 +295,7 @@ def render(data: ReportData) -> str:
 <a href="#errors">Errors</a> · <a href="#writeback">Writeback</a></nav></header>
 <main>
 <section id="summary" aria-labelledby="summary-h"><h2 id="summary-h">Run summary</h2>
-<ul class="stats">{stats}</ul>{runs}</section>
+<ul class="stats">{stats}</ul>{_statuses_block(data.statuses)}{runs}</section>
 <section id="images" aria-labelledby="images-h"><h2 id="images-h">Images</h2>{shown_note}
 <div class="controls" id="controls" hidden>
 <label>Filter <input id="filter" type="search" placeholder="caption or file name"></label>

@@ -48,12 +48,17 @@ def repeated_trigram_ban(tokens, t, vocab):
 
 
 def beam_search(decoder, features, beam_width: int, max_length: int, length_alpha: float = 0.0,
-                ban_unk: bool = False, block_repeated_trigrams: bool = False):
+                ban_unk: bool = False, block_repeated_trigrams: bool = False,
+                guide=None, concept_scores=None):
     """features [N, L, C] -> dict(tokens [N, K, T] int32, scores [N, K], lengths [N, K],
     log_probs [N, K], attention [N, K, T, L]); beams sorted best first.
 
     ban_unk: never emit <unk> (served captions must not contain it).
     block_repeated_trigrams: never emit a word that repeats a trigram of the same beam.
+    guide, concept_scores: a ConceptGuide (model/serving/concept_guide.py) and the
+    images' scores of every concept [N, T]: each step's logits are extended with the
+    guide's novel words and biased by the scores; tokens then index the extended
+    vocabulary (``guide.words``).
 
     Tokens after a beam's <end> are <pad>; ``lengths`` counts words including <end>.
     """
@@ -61,6 +66,9 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     features = tf.convert_to_tensor(features)
     N, L = tf.shape(features)[0], tf.shape(features)[1]
     vocab = decoder.embedding.shape[0]  # a Variable or an Int8Weight
+    if guide is not None:
+        vocab = guide.extended_size
+        word_bias = tf.repeat(guide.bias(concept_scores), K, axis=0)  # [N*K, V+X]
 
     feats, projected = decoder.prepare(features)
     h, c = decoder.init_state(feats)
@@ -79,7 +87,11 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     pad_row = tf.one_hot(PAD_ID, vocab, on_value=0.0, off_value=NEG_INF)
 
     def body(t, last, h, c, log_probs, tokens, attention, finished, lengths):
-        logits, h, c, alpha = decoder.step(last, h, c, feats, projected)
+        if guide is None:
+            logits, h, c, alpha = decoder.step(last, h, c, feats, projected)
+        else:
+            logits, h, c, alpha = decoder.step(guide.fed(last), h, c, feats, projected)
+            logits = guide.extend(logits) + word_bias
         ban = words_banned_at(t, vocab, ban_unk)
         if block_repeated_trigrams:
             ban = ban + repeated_trigram_ban(tf.reshape(tokens, [N * K, T]), t, vocab)
@@ -130,10 +142,16 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     }
 
 
-def tokens_to_text(words, tokens):
-    """words: string [V] lookup table; tokens [..., T] -> string [...] (stops at <end>)."""
+def tokens_to_text(words, tokens, an_words=()):
+    """words: string [V] lookup table; tokens [..., T] -> string [...] (stops at <end>).
+    an_words: words after which the decoder's "a" is written "an" (transferred words
+    that start with a vowel: the decoder learned the article of their template)."""
     ended = tf.cumsum(tf.cast(tf.equal(tokens, END_ID), tf.int32), axis=-1, exclusive=True) > 0
     keep = ~ended & (tokens > END_ID)  # drop <pad> <start> <end>, keep <unk> and words
     text = tf.where(keep, tf.gather(words, tokens), "")
     joined = tf.strings.reduce_join(text, axis=-1, separator=" ")
-    return tf.strings.strip(tf.strings.regex_replace(joined, " +", " "))
+    text = tf.strings.strip(tf.strings.regex_replace(joined, " +", " "))
+    if an_words:
+        pattern = r"(^|\s)a ((?:" + "|".join(sorted(an_words)) + r")(?:\s|$))"
+        text = tf.strings.regex_replace(text, pattern, r"\1an \2")
+    return text

@@ -11,6 +11,9 @@ Contract (DESIGN.md), relied on by pipelines/:
   ``concepts: string [N, Kc]`` and ``concept_scores: float32 [N, Kc]``, the top Kc
   concepts best first, computed from the same encoder pass as the captions; without
   one the outputs are exactly the above.
+* With a concept guide (model/serving/concept_guide.py, `altbeam export
+  --concept-decoding`) the beam search is steered by the head's scores and may write
+  the guide's novel words; the outputs' names, types and shapes are the same.
 
 S, K, T, G and Kc are fixed at export time and readable from the signatures and from
 ``model_card.json`` (``concept_head`` records the head).
@@ -31,11 +34,14 @@ class Captioner(tf.Module):
     """Encoder + decoder + in-graph beam search + word lookup (+ optional concept head)."""
 
     def __init__(self, encoder, decoder, words: list[str], config: ModelConfig,
-                 concept_head=None):
+                 concept_head=None, concept_guide=None):
         super().__init__(name="captioner")
+        if concept_guide is not None and concept_head is None:
+            raise ValueError("a concept guide needs a concept head to read scores from")
         self.encoder = encoder
         self.decoder = decoder
         self.concept_head = concept_head
+        self.concept_guide = concept_guide
         self.words = tf.Variable(words, dtype=tf.string, trainable=False, name="words")
         self.config = config
         S = config.image_size
@@ -48,34 +54,47 @@ class Captioner(tf.Module):
         grid = self.encoder(tf.cast(images, tf.float32), training=False)
         shape = tf.shape(grid)
         features = tf.reshape(grid, [shape[0], shape[1] * shape[2], shape[3]])
-        c = self.config
+        c, guide = self.config, self.concept_guide
+        scores = self.concept_head.scores(grid) if guide is not None else None
         out = beam_search(self.decoder, features, c.beam_width, c.max_length, c.length_alpha,
-                          c.ban_unk, c.block_repeated_trigrams)
+                          c.ban_unk, c.block_repeated_trigrams, guide, scores)
         return out, (self.concept_head(grid) if self.concept_head is not None else {})
+
+    def _lookup(self):
+        """(words the tokens index, words written "an …")."""
+        if self.concept_guide is None:
+            return self.words, ()
+        return self.concept_guide.words(self.words), self.concept_guide.an_words()
 
     def _serve(self, images):
         out, concepts = self._search(images)
-        return {"captions": tokens_to_text(self.words, out["tokens"]), "scores": out["scores"],
-                **concepts}
+        words, an_words = self._lookup()
+        return {"captions": tokens_to_text(words, out["tokens"], an_words),
+                "scores": out["scores"], **concepts}
 
     def _serve_attention(self, images):
         out, concepts = self._search(images)
+        words, an_words = self._lookup()
         best = out["tokens"][:, 0]                       # [N, T]
         G = self.config.grid
         attention = out["attention"][:, 0]               # [N, T, L]
         attention = tf.reshape(attention, [tf.shape(attention)[0], tf.shape(attention)[1], G, G])
         ended = tf.cumsum(tf.cast(tf.equal(best, END_ID), tf.int32), axis=-1, exclusive=True) > 0
-        words = tf.where(ended | (best <= END_ID), "", tf.gather(self.words, best))
-        return {"captions": tokens_to_text(self.words, out["tokens"]), "scores": out["scores"],
-                "words": words, "attention": attention, **concepts}
+        best_words = tf.where(ended | (best <= END_ID), "", tf.gather(words, best))
+        return {"captions": tokens_to_text(words, out["tokens"], an_words),
+                "scores": out["scores"], "words": best_words, "attention": attention,
+                **concepts}
 
     def save(self, path: str, card: dict | None = None) -> str:
         tf.saved_model.save(self, path, signatures={
             "serving_default": self.serve, "caption_with_attention": self.serve_attention})
         card = dict(card or {})
         card.pop("concept_head", None)  # only the head attached now is described
+        card.pop("concept_decoding", None)
         if self.concept_head is not None:
             card["concept_head"] = self.concept_head.describe()
+            card["concept_decoding"] = (self.concept_guide.describe()
+                                        if self.concept_guide is not None else {"mode": "none"})
         write_model_card(path, self.config, card)
         return path
 

@@ -9,6 +9,10 @@ ImageNet layer, read from the same weights file as the encoder (``--encoder-weig
 mapped to the concept vocabulary, plus ``--detectors FILE.npz`` when given; the model
 then also returns ``concepts`` and ``concept_scores``.
 
+``--concept-decoding bias|transfer`` (with a concept head) steers the beam search by
+the concept scores and, with transfer, adds words the decoder never learned
+(model/serving/concept_guide.py); recorded in the card's ``concept_decoding``.
+
 ``--from-saved-model MODEL`` re-exports an exported model whose run folders are gone
 (model/serving/rebuild.py): same weights and storage, so the same captions and scores,
 with a concept head or other decoding settings.
@@ -68,6 +72,37 @@ def concept_head_for(encoder: str, encoder_weights: str | None = "imagenet",
     return imagenet_concept_head(encoder, encoder_weights, found, top_k or DEFAULT_TOP_K)
 
 
+def guide_settings(mode: str | None = None, alpha: float | None = None,
+                   boost: float | None = None, threshold: float | None = None,
+                   templates: str | None = None) -> dict | None:
+    """The concept decoding asked for (None: keep the model's; {"mode": "none"}: none)."""
+    given = {"alpha": alpha, "boost": boost, "threshold": threshold, "templates": templates}
+    if mode is None:
+        if any(v is not None for v in given.values()):
+            raise SystemExit("altbeam export: --concept-alpha/-boost/-threshold and "
+                             "--transfer-templates need --concept-decoding")
+        return None
+    return {"mode": mode, **{k: v for k, v in given.items() if v is not None}}
+
+
+def attach_guide(words, concept_head, settings: dict | None):
+    """The ConceptGuide ``settings`` describe over ``words``, or None."""
+    from altbeam.model.serving.concept_guide import guide_for
+    if not settings:
+        return None
+    settings = dict(settings)
+    return guide_for(settings.pop("mode"), words, concept_head, **settings)
+
+
+def source_guide_settings(card: dict) -> dict | None:
+    """The concept decoding a source model was exported with (None: none)."""
+    recorded = card.get("concept_decoding") or {}
+    if recorded.get("mode", "none") == "none":
+        return None
+    keys = ("mode", "alpha", "boost", "threshold", "eps")
+    return {k: recorded[k] for k in keys if k in recorded}
+
+
 def concepts_version(version: str, head) -> str:
     """``version`` with the concept head in it: ``…+concepts`` (ImageNet only) or
     ``…+concepts-d<hash>`` (with detectors; the hash tells detector files apart)."""
@@ -96,8 +131,10 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
            length_alpha: float | None = None, max_length: int | None = None,
            weights: str = "float16", encoder_weights: str | None = "imagenet",
            card: dict | None = None, overwrite: bool = False,
-           block_repeated_trigrams: bool | None = None, concept_head=None) -> str:
-    """``concept_head``: a ConceptHead to attach (`concept_head_for`), or None."""
+           block_repeated_trigrams: bool | None = None, concept_head=None,
+           concept_decoding: dict | None = None) -> str:
+    """``concept_head``: a ConceptHead to attach (`concept_head_for`), or None;
+    ``concept_decoding``: `guide_settings` (None: no guide)."""
     if weights not in WEIGHT_FORMATS:  # before loading any run
         raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
     run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
@@ -137,7 +174,7 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
     }
     info.update(card or {})
     model = Captioner(build_encoder_for(config, encoder_weights), decoder, vocab.words, config,
-                      concept_head)
+                      concept_head, attach_guide(vocab.words, concept_head, concept_decoding))
     model.save(out, info)
     return out
 
@@ -146,10 +183,11 @@ def export_from_saved_model(source: str, out: str, changes: dict | None = None,
                             concepts: bool = False, encoder_weights: str | None = "imagenet",
                             detectors: str | None = None, concepts_top_k: int | None = None,
                             card: dict | None = None, overwrite: bool = False,
-                            concept_head=None) -> str:
+                            concept_head=None, concept_decoding: dict | None = None) -> str:
     """Re-export ``source`` (an exported SavedModel) with its own weights, storage and
     card, the decoding ``changes`` and, with ``concepts`` (or a ready ``concept_head``),
-    a concept head; RebuildError when its variables cannot all be matched."""
+    a concept head; RebuildError when its variables cannot all be matched.
+    ``concept_decoding``: `guide_settings`; None keeps the source's (its card's)."""
     from altbeam.model.serving.rebuild import (
         check_encoder_weights,
         has_concept_head,
@@ -168,6 +206,10 @@ def export_from_saved_model(source: str, out: str, changes: dict | None = None,
         concept_head = concept_head_for(config.encoder, encoder_weights, detectors,
                                         concepts_top_k)
         check_encoder_weights(model.encoder, config.encoder, encoder_weights)
+    if concept_decoding is None:
+        concept_decoding = source_guide_settings(info)
+    words = [w.decode() for w in model.words.numpy()]
+    guide = attach_guide(words, concept_head, concept_decoding)
     _clear(out, overwrite)
     for key in config_card(config):  # follow the config, not the source's card
         info.pop(key, None)
@@ -182,8 +224,7 @@ def export_from_saved_model(source: str, out: str, changes: dict | None = None,
                          "exported_at": info.get("exported_at")},
     })
     info.update(card or {})
-    Captioner(model.encoder, model.decoder, [w.decode() for w in model.words.numpy()],
-              config, concept_head).save(out, info)
+    Captioner(model.encoder, model.decoder, words, config, concept_head, guide).save(out, info)
     return out
 
 
@@ -212,17 +253,31 @@ def main(argv) -> int:
     ap.add_argument("--detectors", metavar="FILE.npz",
                     help="concept detectors for the head (format: model/nets/concept_head.py)")
     ap.add_argument("--concepts-top-k", type=int, help="concepts returned per image (10)")
+    ap.add_argument("--concept-decoding", choices=["none", "bias", "transfer"],
+                    help="steer the beam search by the concept scores (bias), and add words "
+                    "the decoder never learned (transfer); needs a concept head "
+                    "(model/serving/concept_guide.py; --from-saved-model: default keeps the "
+                    "model's)")
+    ap.add_argument("--concept-alpha", type=float, help="penalty slope below the threshold")
+    ap.add_argument("--concept-boost", type=float, help="reward slope above the threshold")
+    ap.add_argument("--concept-threshold", type=float, help="concept score below which a "
+                    "word is penalised")
+    ap.add_argument("--transfer-templates", metavar="FILE.tsv",
+                    help="novel word -> template table (default model/data/"
+                    "transfer_templates.tsv)")
     ap.add_argument("--card", help="JSON file merged into model_card.json (e.g. scores)")
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args(argv)
     card = json.load(open(a.card)) if a.card else None
     changes = decoding_changes(a.beam_width, a.length_alpha, a.max_length, a.block_trigrams)
+    guide = guide_settings(a.concept_decoding, a.concept_alpha, a.concept_boost,
+                           a.concept_threshold, a.transfer_templates)
     if a.from_saved_model:
         if a.run_dir or a.weights:
             ap.error("--from-saved-model takes no run folders and keeps the model's --weights")
         path = export_from_saved_model(a.from_saved_model, a.out, changes, a.concepts,
                                        a.encoder_weights, a.detectors, a.concepts_top_k, card,
-                                       a.overwrite)
+                                       a.overwrite, concept_decoding=guide)
     else:
         if not a.run_dir:
             ap.error("name training run folders, or --from-saved-model MODEL")
@@ -235,7 +290,7 @@ def main(argv) -> int:
                 if a.concepts else None)
         path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length,
                       a.weights or "float16", a.encoder_weights, card, a.overwrite,
-                      a.block_trigrams, head)
+                      a.block_trigrams, head, guide)
     print(f"exported {path}")
     return 0
 

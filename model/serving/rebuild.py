@@ -8,8 +8,9 @@ variables checkpoint (``MODEL/variables/variables``), the vocabulary from its
 ``words`` variable. Every variable is then restored from that checkpoint, and the
 rebuild fails unless each value of the checkpoint found its variable and each
 variable its value, so the re-exported captions and scores are the source's exactly.
-A concept head the source has is not restored: export attaches the head it is asked
-for.
+A concept head or concept guide the source has is not restored: export attaches the
+ones it is asked for (a guide holds no learned weights: it is rebuilt from the card's
+``concept_decoding`` settings).
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from altbeam.model.serving.captioner import Captioner
 _VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 _GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 CONCEPT_HEAD_SCOPE = "concept_head/"  # the Captioner attribute's checkpoint scope
+CONCEPT_GUIDE_SCOPE = "concept_guide/"  # model/serving/concept_guide.py
+_NOT_RESTORED = (CONCEPT_HEAD_SCOPE, CONCEPT_GUIDE_SCOPE)
 
 
 class RebuildError(ValueError):
@@ -106,7 +109,8 @@ def _checkpoint_keys(module: tf.Module) -> set[str]:
 
 def restore_exactly(model: tf.Module, prefix: str) -> None:
     """Read every variable of ``model`` from ``prefix``; RebuildError unless each variable
-    got a value and each value of the checkpoint (but a concept head's) a variable."""
+    got a value and each value of the checkpoint (but a concept head's or guide's) a
+    variable."""
     source = set(tf.train.load_checkpoint(prefix).get_variable_to_shape_map()) - {_GRAPH_KEY}
     status = tf.train.Checkpoint(root=model).read(prefix)
     try:
@@ -114,12 +118,11 @@ def restore_exactly(model: tf.Module, prefix: str) -> None:
     except AssertionError as e:
         raise RebuildError(f"{prefix}: the rebuilt captioner has variables the SavedModel "
                            f"lacks: {e}") from None
-    unmatched = {k for k in source - _checkpoint_keys(model)
-                 if not k.startswith(CONCEPT_HEAD_SCOPE)}
+    unmatched = {k for k in source - _checkpoint_keys(model) if not k.startswith(_NOT_RESTORED)}
     if unmatched:
         raise RebuildError(f"{prefix}: {len(unmatched)} SavedModel values have no variable in "
                            f"the rebuilt captioner, e.g. {sorted(unmatched)[:5]}")
-    status.expect_partial()  # the unread rest is the concept head, rebuilt by export
+    status.expect_partial()  # the unread rest is the concept head and guide, rebuilt by export
 
 
 def rebuild_captioner(model_dir: str, changes: dict | None = None) -> tuple[Captioner, dict]:

@@ -137,7 +137,8 @@ def main_query(argv: list[str] | None = None) -> int:
                         help="the catalog view holds every run's rows, not only the latest")
     _status_arg(parser, "images (the catalog view's rows)")
     _output_args(parser)
-    args = parser.parse_args(argv)
+    # intermixed: options may come between CATALOG and the optional SQL.
+    args = parser.parse_intermixed_args(argv)
     try:
         check_read_only(args.sql)
         _check_out(args.out, args.catalog)

@@ -39,13 +39,25 @@ def _printable(text: str) -> str:
     return "".join(ch if unicodedata.category(ch) != "Cc" else repr(ch)[1:-1] for ch in text)
 
 
+def _rounded(value):
+    """Floats inside lists as the table shows single floats: 4 decimals (float32 scores
+    would otherwise print as 0.7699999809265137)."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def _cell(value) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, float):
         text = f"{value:.4f}".rstrip("0").rstrip(".") if math.isfinite(value) else str(value)
     elif isinstance(value, list | dict):
-        text = json.dumps(_plain(value), ensure_ascii=False)
+        text = json.dumps(_rounded(_plain(value)), ensure_ascii=False)
     else:
         text = str(_plain(value))
     text = _printable(text)

@@ -125,6 +125,22 @@ def test_status_filter_on_the_listing_and_on_sql(mixed, capsys):
     assert counted == [{"n": 3}]
 
 
+def test_options_may_come_before_the_sql(mixed, capsys):
+    rows = as_json(capsys, query.main_query, mixed, "--status", "contradicted",
+                   "SELECT * FROM statuses")
+    assert [(r["status"], r["images"]) for r in rows if r["images"]] == [("contradicted", 1)]
+
+
+def test_table_rounds_float32_scores_in_lists(mixed, capsys):
+    status, out, _ = cli(capsys, query.main_query, mixed, "SELECT keyword_scores FROM "
+                         "catalog WHERE uri LIKE '%/dog.jpg'")
+    assert status == 0 and out.splitlines()[2].strip() == "[0.91, 0.62]"
+    exact = as_json(capsys, query.main_query, mixed, "SELECT keyword_scores FROM catalog "
+                    "WHERE uri LIKE '%/dog.jpg'")
+    assert exact[0]["keyword_scores"][0] != 0.91          # json keeps the float32 value
+    assert exact[0]["keyword_scores"][0] == pytest.approx(0.91)
+
+
 def test_unknown_status_is_a_usage_error(mixed, capsys):
     with pytest.raises(SystemExit) as exit_:
         query.main_query([str(mixed), "--status", "ok,trusted"])

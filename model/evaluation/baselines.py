@@ -17,16 +17,29 @@ the metrics lower-case and drop punctuation anyway.
   captions, and return the consensus caption — the one with the highest mean
   smoothed sentence BLEU-4 against the other pooled captions. With k=1 (the default)
   that is the most representative caption of the single nearest image.
+- `ConceptCaptionIndex` / `concept_retrieval_captions`: the concepts-only retrieval
+  baseline of issue 17 — no pixels beyond the CNN's concept scores, no decoder. A
+  text-only corpus is grouped by the set of concepts each caption names
+  (model/data/concepts.py, person kinds as person: caption_status.judged_as). For an
+  image, each group scores the sum over its concepts of: the concept's score minus
+  `present_above` when the CNN can judge it (so a confident concept adds, one scored
+  low or not among the top T subtracts: a contradicted object costs most), and minus
+  `unjudged_penalty` when it cannot (no ImageNet class or detector: unsupported).
+  The best group wins, ties to the larger (more typical) group; its caption is the
+  group's consensus (`expected_bleu_consensus`, the measure of `most_common_caption`).
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from altbeam.model.data.concepts import concepts_in_caption
 from altbeam.model.data.text import clean_caption
+from altbeam.model.serving.caption_status import covered_concepts, judged_as, keywords
 
 
 def _ngrams(words: Sequence[str], n: int) -> Counter:
@@ -42,6 +55,12 @@ def most_common_caption(train: Iterable) -> str:
     cleaned = [c for c in cleaned if c]
     if not cleaned:
         raise ValueError("most_common_caption needs at least one non-empty training caption")
+    return expected_bleu_consensus(cleaned)
+
+
+def expected_bleu_consensus(cleaned: Sequence[str]) -> str:
+    """Of non-empty cleaned captions, the one whose n-grams the others share most: the
+    expected BLEU-4 of `most_common_caption` (linear in the captions, not quadratic)."""
     frequency = Counter(cleaned)
     tokens = {caption: caption.split() for caption in frequency}
     # Document frequency of every n-gram: in how many training captions it appears.
@@ -160,3 +179,90 @@ def nearest_neighbour_captions(
                 cache[key] = consensus_caption([c for i in key for c in train_captions[i]])
             result.append(cache[key])
     return result
+
+
+@dataclass(frozen=True)
+class RetrievalWeights:
+    """How `ConceptCaptionIndex` scores a caption against an image's concept scores.
+
+    Fixed by reasoning, not tuned on any dev set: `present_above` sits between the
+    gate's `contradict_below` (0.05) and `confident` (0.3), so a concept the CNN is
+    lukewarm about adds little either way; an object the CNN cannot judge costs less
+    than one it scores 0, since it may well be there (captions name shirts and flags).
+    """
+
+    present_above: float = 0.2    # a named, judgeable concept adds (its score - this)
+    unjudged_penalty: float = 0.1  # a named concept the CNN cannot judge subtracts this
+
+
+class ConceptCaptionIndex:
+    """Text-only captions grouped by the concepts they name, for concepts-only retrieval
+    (see the module docstring).
+
+    captions: (image id, caption) pairs; every caption of an id in `exclude` is left out
+    (the photos a score is reported on). covered: the concepts the CNN can judge
+    (default: caption_status.covered_concepts(), the bundled model's).
+    """
+
+    def __init__(self, captions: Iterable[tuple[str, str]], exclude: Iterable[str] = (),
+                 covered: Iterable[str] | None = None):
+        excluded = set(exclude)
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for image_id, caption in captions:
+            cleaned = clean_caption(caption)
+            if image_id in excluded or not cleaned:
+                continue
+            groups.setdefault(named_concepts(cleaned), []).append(cleaned)
+        if not groups:
+            raise ValueError("no captions left to retrieve from")
+        self.keys = sorted(groups)   # sorted: ties between equal groups go to the first
+        self._captions = [groups[k] for k in self.keys]
+        self.sizes = np.array([len(c) for c in self._captions])
+        self.vocabulary = sorted({c for k in self.keys for c in k})
+        column = {c: i for i, c in enumerate(self.vocabulary)}
+        self._membership = np.zeros((len(self.keys), len(self.vocabulary)), np.float32)
+        for g, key in enumerate(self.keys):
+            self._membership[g, [column[c] for c in key]] = 1.0
+        self.covered = frozenset(covered_concepts() if covered is None else covered)
+        self._judgeable = np.array([c in self.covered for c in self.vocabulary], bool)
+        self._consensus: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return int(self.sizes.sum())
+
+    def group_scores(self, concepts: Sequence, concept_scores: Sequence[float],
+                     weights: RetrievalWeights = RetrievalWeights()) -> np.ndarray:
+        """[groups] score of each concept group for one image's concepts (top T, any
+        order, bytes decoded; a concept not listed scores 0)."""
+        seen: dict[str, float] = {}
+        for word, score in zip(*keywords(concepts, concept_scores, min_score=-np.inf)):
+            seen[judged_as(word)] = max(score, seen.get(judged_as(word), 0.0))
+        present = np.array([seen.get(c, 0.0) for c in self.vocabulary], np.float32)
+        per_concept = np.where(self._judgeable, present - weights.present_above,
+                               -weights.unjudged_penalty)
+        return self._membership @ per_concept
+
+    def retrieve(self, concepts: Sequence, concept_scores: Sequence[float],
+                 weights: RetrievalWeights = RetrievalWeights()) -> str:
+        """The best-matching caption (cleaned) for one image's concepts."""
+        scores = self.group_scores(concepts, concept_scores, weights)
+        tied = np.flatnonzero(scores >= scores.max() - 1e-6)
+        best = int(tied[np.argmax(self.sizes[tied])])   # argmax: the first of equal sizes
+        if best not in self._consensus:
+            self._consensus[best] = expected_bleu_consensus(self._captions[best])
+        return self._consensus[best]
+
+
+def named_concepts(caption: str) -> tuple[str, ...]:
+    """The distinct concepts a caption names, person kinds as person, sorted."""
+    return tuple(sorted({judged_as(c) for c in concepts_in_caption(caption)}))
+
+
+def concept_retrieval_captions(index: ConceptCaptionIndex, concepts: np.ndarray,
+                               concept_scores: np.ndarray,
+                               weights: RetrievalWeights = RetrievalWeights()) -> list[str]:
+    """For each image (rows of the model's `concepts` [N, T] and `concept_scores`
+    [N, T] outputs), the best-matching caption of the index."""
+    if len(concepts) != len(concept_scores):
+        raise ValueError(f"{len(concepts)} concept rows but {len(concept_scores)} score rows")
+    return [index.retrieve(c, s, weights) for c, s in zip(concepts, concept_scores)]

@@ -8,6 +8,9 @@ import pytest
 
 from altbeam.model.data.datasets import CaptionedImage
 from altbeam.model.evaluation.baselines import (
+    ConceptCaptionIndex,
+    RetrievalWeights,
+    concept_retrieval_captions,
     consensus_caption,
     most_common_caption,
     nearest_neighbour_captions,
@@ -139,3 +142,83 @@ def test_most_common_caption_on_shared_flickr8k(shared_datasets):
 
     # It beats the most frequent exact caption on held-out data.
     assert bleu4(caption) > bleu4("a dog runs through the grass")
+
+
+# Concepts-only retrieval. The CNN can judge these concepts (as ImageNet classes or
+# detectors would); "flag" stands for one it cannot.
+JUDGEABLE = {"dog", "cat", "grass", "person", "bear", "bicycle", "street"}
+TEXT_CORPUS = [
+    ("flickr:1", "A dog runs on the grass ."),
+    ("flickr:1", "A brown dog running on green grass"),
+    ("flickr:2", "A dog and a cat on the grass"),
+    ("coco:3", "A bear walks through the grass ."),
+    ("coco:4", "A man rides a bicycle down the street"),
+    ("coco:5", "A woman rides a bicycle on the street"),
+    ("coco:6", "A man holds a flag on the street"),
+]
+DOG_ON_GRASS = {"a dog runs on the grass", "a brown dog running on green grass"}
+
+
+def _index(corpus=TEXT_CORPUS, exclude=()):
+    return ConceptCaptionIndex(corpus, exclude=exclude, covered=JUDGEABLE)
+
+
+def test_retrieval_picks_the_caption_naming_the_confident_concepts():
+    index = _index()
+    assert index.retrieve(["bear", "grass"], [0.8, 0.4]) == "a bear walks through the grass"
+    # The model's outputs come as bytes, best first; person kinds count as person.
+    assert index.retrieve([b"person", b"bicycle", b"street"], [0.9, 0.7, 0.5]) in {
+        "a man rides a bicycle down the street", "a woman rides a bicycle on the street"}
+
+
+def test_retrieval_penalises_a_named_concept_the_cnn_scores_low():
+    index = _index()
+    # The CNN sees a dog on grass and no cat: the caption naming a cat loses ...
+    assert index.retrieve(["dog", "grass", "cat"], [0.9, 0.6, 0.01]) in DOG_ON_GRASS
+    # ... though it names every concept the CNN is confident of, and wins when a cat is seen.
+    assert index.retrieve(["dog", "grass", "cat"], [0.9, 0.6, 0.7]) == "a dog and a cat on the grass"
+    scores = index.group_scores(["dog", "grass"], [0.9, 0.6])
+    by_key = dict(zip(index.keys, scores))
+    assert by_key[("cat", "dog", "grass")] == pytest.approx(by_key[("dog", "grass")] - 0.2)
+
+
+def test_retrieval_penalises_concepts_the_cnn_cannot_judge():
+    index = _index()
+    by_key = dict(zip(index.keys, index.group_scores(["person", "street"], [0.9, 0.8])))
+    # The flag adds nothing the CNN can vouch for: the unjudged penalty, less than a
+    # judgeable concept scored 0 (the bicycle) costs.
+    assert by_key[("flag", "person", "street")] == pytest.approx(0.7 + 0.6 - 0.1)
+    assert by_key[("bicycle", "person", "street")] == pytest.approx(0.7 + 0.6 - 0.2)
+    assert index.retrieve(["person", "street"], [0.9, 0.8]) == "a man holds a flag on the street"
+    # A larger penalty for what the CNN cannot judge turns it round.
+    strict = RetrievalWeights(present_above=0.2, unjudged_penalty=0.5)
+    assert "bicycle" in index.retrieve(["person", "street"], [0.9, 0.8], strict)
+
+
+def test_ties_go_to_the_more_typical_group_and_its_consensus_caption():
+    index = _index()
+    # Two (dog, grass) captions against one (bear, grass): with no concept scored, both
+    # score -0.4; the larger group wins, and of its captions the consensus.
+    assert index.sizes[index.keys.index(("dog", "grass"))] == 2
+    picked = index.retrieve([], [])
+    assert picked in DOG_ON_GRASS
+    assert index.retrieve(["grass"], [0.5]) == picked
+
+
+def test_excluded_photos_are_never_returned():
+    index = _index(exclude={"coco:3"})
+    # The bear photo's caption would be the perfect match; it is not in the index.
+    assert ("bear", "grass") not in index.keys
+    assert "bear" not in index.retrieve(["bear", "grass"], [0.99, 0.9])
+    assert len(index) == len(TEXT_CORPUS) - 1
+    captions = concept_retrieval_captions(
+        _index(exclude={"flickr:1", "flickr:2"}), np.array([["dog", "grass"]] * 3),
+        np.array([[0.9, 0.9]] * 3))
+    assert captions and not any("dog" in c for c in captions)
+    with pytest.raises(ValueError, match="no captions left"):
+        _index(exclude={k for k, _ in TEXT_CORPUS})
+
+
+def test_concept_retrieval_captions_checks_its_rows():
+    with pytest.raises(ValueError, match="2 concept rows but 1 score rows"):
+        concept_retrieval_captions(_index(), np.array([["dog"], ["cat"]]), np.array([[0.5]]))

@@ -55,9 +55,10 @@ code{word-break:break-all}
 .heat-strip img{display:block}
 .heat-note{color:#a50;font-size:.75rem}
 .status{font-size:.75rem;margin:.2rem 0;color:#555}
-.status b{border-radius:4px;padding:0 .3rem;margin-right:.3rem;background:#ddd;color:#333}
-.status.st-ok b{background:#dfd;color:#060}
-.status.st-untrusted{color:#900}.status.st-untrusted b{background:#900;color:#fff}
+.badge{border-radius:4px;padding:0 .3rem;margin-right:.3rem;background:#ddd;color:#333;
+ font-weight:600}
+.st-ok .badge{background:#dfd;color:#060}
+.status.st-untrusted{color:#900}.st-untrusted .badge{background:#900;color:#fff}
 .card[data-untrusted],.stats li.st-untrusted{border-color:#c66}
 .stats small{display:block;color:#555;max-width:14rem}
 .card[data-untrusted] .best{font-weight:400;font-style:italic;color:#555}
@@ -176,7 +177,7 @@ def _status_line(row: dict) -> str:
     named = row.get("objects") or []
     if kind == "untrusted" and named:
         text += f"; the caption names {esc(', '.join(named))}"
-    return f'<p class="status st-{kind}"><b>{esc(status)}</b>{text}</p>'
+    return f'<p class="status st-{kind}"><span class="badge">{esc(status)}</span>{text}</p>'
 
 
 def _keywords_line(row: dict) -> str:

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from altbeam.pipelines.catalog.api import UNTRUSTED, connect
 from altbeam.pipelines.report import commands as report
 from altbeam.pipelines.report.thumbs import make_thumbnail
 from altbeam.schemas.catalog import CATALOG_SCHEMA
@@ -224,7 +225,14 @@ def test_report_of_real_caption_run(browser, sample_photos, contract_model, tmp_
     browser.open(out.as_uri())
     images = browser.evaluate(DECODE_VISIBLE)
     assert len(images) == 18 and all(i["ok"] for i in images)
-    assert all(i["alt"].endswith("in a picture") for i in images)
+    # The alt text is the caption; one the gate does not trust says so.
+    rows = connect(str(cat)).sql("SELECT caption, caption_status FROM catalog").fetchall()
+    assert all(c.endswith("in a picture") for c, _ in rows)
+    assert sorted(i["alt"] for i in images) == sorted(
+        c if s not in UNTRUSTED else f"{c} (caption not trusted: {s})" for c, s in rows)
+    statuses = browser.evaluate("Array.from(document.querySelectorAll('#grid .status .badge'))"
+                                ".map(b => b.textContent)")
+    assert sorted(statuses) == sorted(s for _, s in rows if s is not None)
     runs = json.loads(next((cat / "runs").glob("*.json")).read_text())
     assert f"{runs['captioned']}" in page
     assert browser.problems() == []

@@ -33,13 +33,13 @@ from altbeam.model import DEFAULT_MODEL_DIR
 from altbeam.model.data.concepts import CONCEPTS, imagenet_concept_scores
 from altbeam.model.data.datasets import load_dataset
 from altbeam.model.evaluation.chair import chair
+from altbeam.model.evaluation.gate import gate_figures, photo_pixel_status, photo_statuses
 from altbeam.model.serving.caption_status import (
     CONTRADICTED,
     OK,
+    UNSURE,
     GateThresholds,
-    caption_status,
     covered_concepts,
-    pixel_status,
 )
 
 SHARED = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
@@ -58,7 +58,6 @@ def photo_sets(shared: pathlib.Path) -> dict[str, list]:
 def run_model(items, model_dir: str, batch_size: int = 32) -> dict[str, np.ndarray]:
     """Captions, scores, pooled features, ImageNet probabilities, pixel statuses."""
     import keras
-    from PIL import Image
 
     from altbeam.model.data.pixels import load_pixels
     from altbeam.model.nets.encoder import build_classifier
@@ -77,9 +76,8 @@ def run_model(items, model_dir: str, batch_size: int = 32) -> dict[str, np.ndarr
         out["scores"] += list(scores[:, 0])
         out["pooled"].append(pooled)
         out["probs"].append(_softmax(logits))
-        for item, px in zip(batch, pixels):
-            with Image.open(item.path) as im:
-                out["pixel_status"].append(pixel_status(*im.size, px) or "")
+        out["pixel_status"] += [photo_pixel_status(i.path, px) or ""
+                                for i, px in zip(batch, pixels)]
         print(f"\r  {s + len(batch)}/{len(items)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return {"ids": np.array([i.image_id for i in items]), "captions": np.array(out["captions"]),
@@ -140,16 +138,18 @@ class Scored:
         self.hallucinated = np.array([i.hallucinated for i in self.chair.images])
 
     def statuses(self, t: GateThresholds, covered: frozenset[str]) -> list[str]:
-        return [p or caption_status(c, s, words, values, t, covered)[0] for c, s, (words, values), p
-                in zip(self.captions, self.scores, self.concepts, self.pixel_status)]
+        """Each photo's status: `altbeam evaluate`'s rule (model/evaluation/gate.py)."""
+        return photo_statuses(self.captions, self.scores, [w for w, _ in self.concepts],
+                              [v for _, v in self.concepts], [p or None for p in self.pixel_status],
+                              covered, t)
 
 
 def row(name: str, scored: Scored, t: GateThresholds, covered: frozenset[str]) -> dict:
-    statuses = np.array(scored.statuses(t, covered))
-    ok = statuses == OK
-    return {"set": name, "images": len(statuses), **scored.chair.as_dict(),
-            "ok": ok.mean(), "CHAIR-s ok": scored.hallucinated[ok].mean() if ok.any() else 0.0,
-            "unsure": (statuses == "unsure").mean(), "contradicted": (statuses == CONTRADICTED).mean(),
+    figures = gate_figures(scored.statuses(t, covered), scored.captions, scored.references)
+    shares = figures.shares()
+    return {"set": name, "images": figures.images, **scored.chair.as_dict(),
+            "ok": shares[OK], "CHAIR-s ok": figures.ok_scores().get("CHAIR-s", float("nan")),
+            "unsure": shares[UNSURE], "contradicted": shares[CONTRADICTED],
             "pixel": int(sum(bool(p) for p in scored.pixel_status))}
 
 
@@ -178,6 +178,8 @@ def tune(scored: Scored, covered: frozenset[str], ok_floor: float) -> GateThresh
         if ok.mean() < ok_floor:
             continue
         flagged = statuses == CONTRADICTED
+        # CHAIR-s among ok as gate_figures reports it, from the per-photo flags scored once
+        # (re-scoring CHAIR for each of the 1,008 settings would take minutes).
         f1 = 2 * (flagged & scored.hallucinated).sum() / (flagged.sum() + scored.hallucinated.sum())
         key = (round(float(scored.hallucinated[ok].mean()), 4), -ok.mean(), -f1)
         if best is None or key < best[0]:

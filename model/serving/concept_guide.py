@@ -26,7 +26,8 @@ Training-free, at export (`altbeam export --concept-decoding`), inside the Saved
   ensemble the copy is taken of the mixed distribution (one row per word) rather than of
   each member, which is the same for a single decoder.
 
-Words that name no concept, or one the head cannot judge, are never biased.
+Words that name no concept, or one the head cannot judge, are never biased; nor are
+"orange" and "glass", which a caption mostly uses as a colour or material.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+# The caption reader's words that also name a colour or material ("orange shirt",
+# "glass bowl"): as a single decoder word they are mostly the modifier, never biased.
+from altbeam.model.data.caption_terms import _MODIFIER_HOMONYMS as MODIFIER_HOMONYMS
 from altbeam.model.data.caption_terms import plural_forms
 from altbeam.model.data.concepts import CONCEPTS, concept_table
 from altbeam.model.serving.caption_status import covered_concepts, judged_as
@@ -63,7 +67,7 @@ def read_templates(path: str | pathlib.Path = TEMPLATES_TSV) -> list[tuple[str, 
 def judged_concept(word: str, covered: frozenset[str]) -> str | None:
     """The concept whose score judges ``word``, or None (no concept, or one not covered)."""
     concept = concept_table().term_of(word)
-    if not concept:
+    if not concept or word in MODIFIER_HOMONYMS:
         return None
     concept = judged_as(concept)
     return concept if concept in covered else None

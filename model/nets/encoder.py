@@ -13,6 +13,9 @@ The architecture mirrors the reference ``efficientnet_lite_pytorch`` package
   goes at the bottom/right). The reference pads exactly so (its
   ``Conv2dStaticSamePadding``), so Keras ``padding="same"`` matches it.
 
+The Keras-applications backbones (InceptionV3, ResNet50, VGG16; `KERAS_BACKBONES`) are
+built by ``altbeam.model.nets.keras_backbones``, with weights from a local file only.
+
 Other encoders plug in with `register_encoder` (an `EncoderSpec` whose ``build`` makes
 the model); `encoder_spec` and `build_encoder` find built-in and registered ones
 alike, so `altbeam features` and `altbeam export` need no special cases. A process
@@ -35,6 +38,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from altbeam.model.nets.keras_backbones import BACKBONES, build_keras_backbone
 from altbeam.model.nets.pth_reader import PthFormatError, read_state_dict
 
 __all__ = [
@@ -66,10 +70,9 @@ ENCODERS: dict[str, EncoderSpec] = {
     "lite2": EncoderSpec("lite2", 260, 1280, 9),
 }
 
-# Keras-applications backbones: need their own downloaded weights (not offline).
+# Keras-applications backbones (keras_backbones.py): weights from a local .keras/.h5 file.
 KERAS_BACKBONES: dict[str, EncoderSpec] = {
-    "inception_v3": EncoderSpec("inception_v3", 299, 2048, 8),
-    "resnet50": EncoderSpec("resnet50", 224, 2048, 7),
+    name: EncoderSpec(name, b.image_size, b.channels, b.grid) for name, b in BACKBONES.items()
 }
 
 # Encoders added with register_encoder (kept apart: ENCODERS lists the Lite models).
@@ -253,32 +256,17 @@ def _load_torch_weights(model: keras.Model, torch_names: dict, path: str) -> Non
         layer.set_weights([np.asarray(v, dtype=np.float32) for v in values])
 
 
-def _build_keras_backbone(name: str, weights: str | None) -> keras.Model:
-    """InceptionV3 / ResNet50 from keras.applications, pixels 0..255 in, grid out."""
-    spec = KERAS_BACKBONES[name]
-    pixels = keras.Input((spec.image_size, spec.image_size, 3), dtype="float32", name="pixels")
-    if name == "inception_v3":
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(pixels)
-        base = keras.applications.InceptionV3(include_top=False, weights=weights, input_tensor=x)
-    else:  # resnet50: "caffe" preprocessing, BGR with ImageNet means removed
-        bgr = keras.layers.Lambda(lambda t: t[..., ::-1], name="rgb_to_bgr")(pixels)
-        x = keras.layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1.0, 1.0, 1.0],
-                                       name="normalize")(bgr)
-        base = keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=x)
-    return keras.Model(pixels, base.output, name=f"{name}_encoder")
-
-
 def build_encoder(name: str = "lite0", weights: str | None = "imagenet", seed: int = 0):
     """Encoder: float32 pixels ``[N, S, S, 3]`` in 0..255 -> feature grid ``[N, g, g, C]``.
 
     ``weights``: ``"imagenet"`` (the installed weight package), a path to a ``.pth``
     file, or ``None`` for random initialisation. Sizes are in ``ENCODERS[name]``.
-    For ``KERAS_BACKBONES`` names, ``weights`` goes to ``keras.applications``
-    (``"imagenet"`` downloads; a local ``.h5``/``.keras`` path works offline).
+    For ``KERAS_BACKBONES`` names, ``weights`` is a local ``.keras``/``.h5`` file or
+    None; ``"imagenet"`` is refused, it would download (keras_backbones.py).
     Registered encoders get ``weights`` and ``seed`` (random-weight ones use the seed).
     """
     if name in KERAS_BACKBONES:
-        return _build_keras_backbone(name, weights)
+        return build_keras_backbone(name, weights)
     if name in ENCODERS:
         return _build(name, weights, classifier=False)
     return encoder_spec(name).build(weights, seed)

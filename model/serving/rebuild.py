@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from altbeam.model.config import ModelConfig
-from altbeam.model.nets.decoder import CaptionDecoder
+from altbeam.model.nets.decoder import VARIANT_MARKERS, CaptionDecoder
 from altbeam.model.nets.ensemble import DecoderEnsemble
 from altbeam.model.serving.captioner import Captioner
 
@@ -77,11 +77,15 @@ def _member_config(shapes: dict, scope: str, config: ModelConfig) -> ModelConfig
         raise RebuildError(f"no variable {scope + name} in the checkpoint")
 
     vocab, embedding = shape("embedding")
-    attention = any(k.startswith(scope + "att_feat/") for k in shapes)
+    variant = next((v for v, marker in VARIANT_MARKERS.items()
+                    if any(k.startswith(f"{scope}{marker}/") for k in shapes)), None)
+    if variant is None:
+        raise RebuildError(f"no decoder variant's weights under {scope!r} in the checkpoint")
+    attention = variant == "attention"
     return config.replace(
-        decoder="attention" if attention else "show_and_tell", vocab_size=vocab,
+        decoder=variant, vocab_size=vocab,
         embedding_dim=embedding, lstm_units=shape("lstm_bias")[0] // 4,
-        feature_channels=shape("init_h")[0],
+        feature_channels=shape("merge_image" if variant == "merge" else "init_h")[0],
         attention_units=shape("att_feat")[1] if attention else config.attention_units)
 
 

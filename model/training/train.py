@@ -24,7 +24,7 @@ import tensorflow as tf
 from altbeam.model.config import ModelConfig
 from altbeam.model.data.feature_records import FeatureSet, load_split
 from altbeam.model.data.vocab import Vocabulary
-from altbeam.model.nets.decoder import CaptionDecoder
+from altbeam.model.nets.decoder import DECODERS, CaptionDecoder
 from altbeam.model.training.common import (
     batches,
     caption_xent,
@@ -222,7 +222,8 @@ def parse_args(argv):
         if isinstance(f.default, bool):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            ap.add_argument(flag, type=type(f.default), default=f.default)
+            ap.add_argument(flag, type=type(f.default), default=f.default,
+                            choices=DECODERS if f.name == "decoder" else None)
     return ap.parse_args(argv)
 
 

@@ -88,6 +88,21 @@ def encoder_spec(name: str):
     return spec.image_size, spec.grid, spec.channels
 
 
+def check_weights(name: str, weights: str | None) -> None:
+    """Refuse before any work what a Keras backbone cannot load (e.g. 'imagenet', which
+    would download, or a missing file), instead of failing inside the workers."""
+    from altbeam.model.nets.keras_backbones import (
+        BACKBONES,
+        BackboneWeightsError,
+        checked_weights_file,
+    )
+    if name in BACKBONES and weights is not None:
+        try:
+            checked_weights_file(name, weights)
+        except (BackboneWeightsError, FileNotFoundError) as e:
+            raise SystemExit(f"altbeam features: {e}") from None
+
+
 def load_encoder(name: str, weights: str | None):
     from altbeam.model.nets.encoder import build_encoder
     return build_encoder(name, weights=weights)
@@ -182,6 +197,7 @@ def parse_args(argv):
 
 def run(argv=None) -> dict:
     args, beam_args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    check_weights(args.encoder, args.weights)
     from altbeam.model.data.datasets import load_dataset
     splits = [s for s in args.splits.split(",") if s]
     items = []

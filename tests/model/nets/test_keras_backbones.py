@@ -109,6 +109,16 @@ def test_a_missing_or_foreign_weights_file_is_refused_naming_it(tmp_path):
         build_encoder("resnet50", weights=vgg)
 
 
+def test_the_feature_job_refuses_such_weights_before_it_starts(tmp_path):
+    from altbeam.pipelines.features.pipeline import run as features_run
+
+    for weights, reason in (("imagenet", "would download"), ("gone.h5", "does not exist")):
+        with pytest.raises(SystemExit, match=f"altbeam features: .*{reason}"):
+            features_run([str(tmp_path / "captions.jsonl"), "--out", str(tmp_path / "out"),
+                          "--encoder", "resnet50", "--weights", weights])
+    assert not (tmp_path / "out").exists()   # nothing written, no image list left
+
+
 @pytest.mark.slow
 def test_vgg16_features_train_export_and_caption_offline(tmp_path, sample_photos):
     from altbeam.model.data.feature_records import load_split

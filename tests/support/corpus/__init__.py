@@ -42,6 +42,7 @@ class CorpusCase:
     error_type: str | None = None
     writeback: str = "written"         # catalogued: the writeback action[:reason code]
     dims: tuple[int, int] | None = None  # catalogued: (width, height) after orientation
+    no_caption: str | None = None      # catalogued uncaptioned: too_small | blank
     needs_non_root: bool = False       # only fails for a user without root's powers
     delete_after_listing: bool = False
     modify_before_writeback: bool = False
@@ -72,9 +73,9 @@ def _bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 
 
 def _oriented_jpeg(orientation: int) -> bytes:
-    """Stored 40x20 (left half red); EXIF orientation ``orientation``."""
-    im = Image.new("RGB", (40, 20), (20, 20, 220))
-    im.paste((220, 20, 20), (0, 0, 20, 20))
+    """Stored 64x32 (left half red); EXIF orientation ``orientation``."""
+    im = Image.new("RGB", (64, 32), (20, 20, 220))
+    im.paste((220, 20, 20), (0, 0, 32, 32))
     exif = Image.Exif()
     exif[274] = orientation
     exif[271] = "CorpusCam"
@@ -96,7 +97,7 @@ def _wide_jpeg() -> bytes:
 
 
 def _cmyk_jpeg() -> bytes:
-    return _encode(Image.new("CMYK", (64, 48), (0, 255, 255, 0)), "JPEG", quality=90)
+    return _encode(_noise(64, 48, 20, mode="CMYK"), "JPEG", quality=90)
 
 
 def _png16() -> bytes:
@@ -112,13 +113,13 @@ def _palette_alpha_png() -> bytes:
 
 
 def _animated_gif() -> bytes:
-    frames = [Image.new("RGB", (32, 32), c) for c in ((220, 20, 20), (20, 20, 220))]
+    frames = [_noise(32, 32, seed) for seed in (21, 22)]
     return _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100,
                    loop=0)
 
 
 def _grey_alpha_png() -> bytes:
-    return _encode(Image.new("LA", (50, 30), (128, 100)), "PNG")
+    return _encode(_noise(50, 36, 23).convert("L").convert("LA"), "PNG")
 
 
 def _corrupt_png_header() -> bytes:
@@ -155,35 +156,40 @@ def build_corpus(folder) -> list[CorpusCase]:
     add("cmyk_jpeg", "cmyk.jpg", _cmyk_jpeg(), dims=(64, 48))
     add("png_16bit", "sixteen_bit.png", _png16(), dims=(64, 48))
     add("palette_png_transparency", "palette_alpha.png", _palette_alpha_png(), dims=(64, 48))
-    add("greyscale_alpha_png", "grey_alpha.png", _grey_alpha_png(), dims=(50, 30))
+    add("greyscale_alpha_png", "grey_alpha.png", _grey_alpha_png(), dims=(50, 36))
     add("animated_gif", "animated.gif", _animated_gif(), dims=(32, 32))
     for o in range(2, 9):
         add(f"exif_orientation_{o}", f"orientation{o}.jpg", _oriented_jpeg(o),
-            dims=(20, 40) if o >= 5 else (40, 20))
+            dims=(32, 64) if o >= 5 else (64, 32))
     add("corrupt_exif_block", "corrupt_exif.jpg", _corrupt_exif_jpeg(), dims=(64, 48))
+    # Too small or too uniform to describe: catalogued without a caption, never written.
     add("one_pixel", "one_pixel.png", _encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"),
-        dims=(1, 1))
-    add("very_wide", "very_wide.jpg", _wide_jpeg(), dims=(8000, 3))
+        dims=(1, 1), no_caption="too_small", writeback="skipped:status_too_small")
+    add("very_wide", "very_wide.jpg", _wide_jpeg(), dims=(8000, 3), no_caption="too_small",
+        writeback="skipped:status_too_small")
+    add("uniform_grey", "grey.jpg", _encode(Image.new("RGB", (64, 48), (128, 128, 128)),
+                                            "JPEG"),
+        dims=(64, 48), no_caption="blank", writeback="skipped:status_blank")
     add("tiff", "scan.tif", _encode(_noise(48, 40, 6), "TIFF"), dims=(48, 40))
     add("webp", "web.webp", _encode(_noise(48, 40, 7), "WEBP", quality=90), dims=(48, 40))
-    add("bmp_not_writable", "old.bmp", _encode(_noise(30, 20, 8), "BMP"), dims=(30, 20),
+    add("bmp_not_writable", "old.bmp", _encode(_noise(48, 36, 8), "BMP"), dims=(48, 36),
         writeback="skipped:format_not_writable")
-    add("unicode_name", "café ☕ 写真 ñ.jpg", _encode(_noise(40, 30, 9), "JPEG"), dims=(40, 30))
-    add("spaces_in_name", "  two  spaces and leading .jpg", _encode(_noise(40, 30, 10), "JPEG"),
-        dims=(40, 30))
-    add("newline_in_name", "line\nbreak.jpg", _encode(_noise(40, 30, 11), "JPEG"),
-        dims=(40, 30))
+    add("unicode_name", "café ☕ 写真 ñ.jpg", _encode(_noise(48, 36, 9), "JPEG"), dims=(48, 36))
+    add("spaces_in_name", "  two  spaces and leading .jpg", _encode(_noise(48, 36, 10), "JPEG"),
+        dims=(48, 36))
+    add("newline_in_name", "line\nbreak.jpg", _encode(_noise(48, 36, 11), "JPEG"),
+        dims=(48, 36))
     add("option_like_name", "-overwrite_original_in_place.jpg",
-        _encode(_noise(40, 30, 12), "JPEG"), dims=(40, 30))
-    add("dir_named_x_jpg", "x.jpg/inside.png", _encode(_noise(40, 30, 13), "PNG"),
-        dims=(40, 30))
-    target = add("symlink_target", "target.jpg", _encode(_noise(40, 30, 14), "JPEG"),
-                 dims=(40, 30))
+        _encode(_noise(48, 36, 12), "JPEG"), dims=(48, 36))
+    add("dir_named_x_jpg", "x.jpg/inside.png", _encode(_noise(48, 36, 13), "PNG"),
+        dims=(48, 36))
+    target = add("symlink_target", "target.jpg", _encode(_noise(48, 36, 14), "JPEG"),
+                 dims=(48, 36))
     (root / "link_inside.jpg").symlink_to(target)
-    add("symlink_inside_root", "link_inside.jpg", None, dims=(40, 30),
+    add("symlink_inside_root", "link_inside.jpg", None, dims=(48, 36),
         writeback="skipped:symlink")
-    add("modified_before_writeback", "edited_later.jpg", _encode(_noise(40, 30, 15), "JPEG"),
-        dims=(40, 30), writeback="skipped:changed_since_catalogued",
+    add("modified_before_writeback", "edited_later.jpg", _encode(_noise(48, 36, 15), "JPEG"),
+        dims=(48, 36), writeback="skipped:changed_since_catalogued",
         modify_before_writeback=True)
 
     # -- bad: exactly one errors row each --------------------------------------------

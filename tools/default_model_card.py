@@ -3,6 +3,7 @@ what it scored (the dev evaluation from `altbeam evaluate --model … --features
 
     python tools/default_model_card.py MODEL_DIR DEV_SCORES.json RUN [RUN …] [--note TEXT]
     python tools/default_model_card.py MODEL_DIR --rebuilt [--note TEXT]
+        [--grounding DEV.json COCO.json]
 
 RUN folders are the ensemble members, in the order they were exported. ``--rebuilt``:
 MODEL_DIR was re-exported from the previous default with `altbeam export
@@ -17,6 +18,14 @@ import json
 import os
 
 TARGETS = {"BLEU-4": 0.21, "METEOR": 0.20}
+# Issue 17's targets for a grounded model: (set, figure, "max"/"min", value).
+GROUNDING_TARGETS = (
+    ("coco", "CHAIR-s", "max", 0.25), ("coco", "coverage", "min", 0.60),
+    ("coco", "CIDEr", "min", 0.45), ("flickr8k_dev", "BLEU-4", "min", 0.215),
+    ("flickr8k_dev", "METEOR", "min", 0.20), ("flickr8k_dev", "CIDEr", "min", 0.52),
+    ("flickr8k_dev", "CHAIR-s", "max", 0.10), ("coco", "share ok", "min", 0.5),
+    ("coco", "CHAIR-s among ok", "max", 0.15), ("flickr8k_dev", "share ok", "min", 0.85),
+)
 
 
 def member(run_dir: str) -> dict:
@@ -92,6 +101,33 @@ def packaged(model_dir: str, card: dict) -> dict:
     }
 
 
+def grounding(dev_json: str, coco_json: str) -> dict:
+    """The card's ``evaluation.grounding``: `altbeam evaluate --model MODEL --out` on
+    Flickr8k dev and on the shared COCO photos, with issue 17's targets met or missed."""
+    sets = {}
+    for name, path in (("flickr8k_dev", dev_json), ("coco", coco_json)):
+        out = json.load(open(path))
+        scores = next(iter(v for k, v in out["scores"].items() if k.startswith("model")))
+        gate = out["gate"]
+        sets[name] = {"images": out["images"],
+                      **{k: round(v, 4) for k, v in scores.items()},
+                      "share ok": round(gate["shares"]["ok"], 4),
+                      "CHAIR-s among ok": round(gate["ok"]["CHAIR-s"], 4),
+                      "statuses": gate["counts"]}
+    targets = []
+    for where, figure, kind, value in GROUNDING_TARGETS:
+        got = sets[where][figure]
+        met = got <= value if kind == "max" else got >= value
+        targets.append({"set": where, "figure": figure, "target": f"{'≤' if kind == 'max' else '≥'} "
+                        f"{value}", "measured": got, "met": met})
+    return {"sets": sets, "targets": targets,
+            "commands": ["altbeam evaluate --model model/default --dataset "
+                         "../shared/datasets/flickr8k --split dev --out DEV.json",
+                         "altbeam evaluate --model model/default --dataset "
+                         "../shared/datasets/coco/captions.jsonl --split train2017,val2017 "
+                         "--out COCO.json"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model_dir")
@@ -100,6 +136,9 @@ def main() -> None:
     ap.add_argument("--rebuilt", action="store_true",
                     help="re-exported with --from-saved-model: keep training and evaluation")
     ap.add_argument("--note", default="", help="anything a reader of the card must know")
+    ap.add_argument("--grounding", nargs=2, metavar=("DEV.json", "COCO.json"),
+                    help="altbeam evaluate --out files on Flickr8k dev and the shared COCO "
+                         "photos: object hallucination, coverage and the caption gate")
     a = ap.parse_args()
     card = json.load(open(os.path.join(a.model_dir, "model_card.json")))
     if a.rebuilt:
@@ -114,6 +153,8 @@ def main() -> None:
     card.update(packaged(a.model_dir, card))
     if a.note:
         card["note"] = a.note
+    if a.grounding:
+        card["evaluation"]["grounding"] = grounding(*a.grounding)
     card.pop("best_epoch", None)  # per member now
     with open(os.path.join(a.model_dir, "model_card.json"), "w") as f:
         json.dump(card, f, indent=2, sort_keys=True)

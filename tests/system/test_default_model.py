@@ -57,3 +57,17 @@ def test_contract_shapes_and_sensible_captions(captions, card):
     assert b"dog" in by_name["000000017029.jpg"][0]
     assert b"dog" in by_name["000000173350.jpg"][0]
     assert any(w in by_name["000000000785.jpg"][0] for w in (b"snow", b"ski"))
+
+
+def test_card_states_grounding_targets_met_or_missed(card):
+    """Issue 17's targets with what was measured: a miss is said, never rounded away."""
+    grounding = card["evaluation"]["grounding"]
+    assert {t["set"] for t in grounding["targets"]} == {"coco", "flickr8k_dev"}
+    for t in grounding["targets"]:
+        kind, value = t["target"].split(" ")
+        measured = grounding["sets"][t["set"]][t["figure"]]
+        assert measured == t["measured"]
+        assert t["met"] == (measured <= float(value) if kind == "≤" else measured >= float(value))
+    for figures in grounding["sets"].values():
+        assert sum(figures["statuses"].values()) == figures["images"]
+        assert 0 <= figures["CHAIR-s among ok"] <= 1 and 0 < figures["share ok"] <= 1

@@ -13,6 +13,9 @@ then also returns ``concepts`` and ``concept_scores``.
 the concept scores and, with transfer, adds words the decoder never learned
 (model/serving/concept_guide.py); recorded in the card's ``concept_decoding``.
 
+``--jit-compile`` compiles the beam search with XLA (model/serving/captioner.py;
+docs/benchmarks.md has what it gains); recorded in the card's ``jit_compile``.
+
 ``--from-saved-model MODEL`` re-exports an exported model whose run folders are gone
 (model/serving/rebuild.py): same weights and storage, so the same captions and scores,
 with a concept head or other decoding settings.
@@ -103,17 +106,24 @@ def source_guide_settings(card: dict) -> dict | None:
     return {k: recorded[k] for k in keys if k in recorded}
 
 
-def concepts_version(version: str, head) -> str:
+def concepts_version(version: str, head, guide=None) -> str:
     """``version`` with the concept head in it: ``…+concepts`` (ImageNet only) or
-    ``…+concepts-d<hash>`` (with detectors; the hash tells detector files apart)."""
+    ``…+concepts-d<hash>`` (with detectors; the hash tells detector files apart), then
+    ``+<mode>-<hash>`` for concept-guided decoding: its captions differ, so catalogs
+    (incremental runs, provenance) must be able to tell the models apart."""
     base = version.split(CONCEPTS_SUFFIX)[0]
     if head is None:
         return base
     if head.detectors is None:
-        return base + CONCEPTS_SUFFIX
-    digest = hashlib.sha256(head.detectors.kernel.tobytes() + head.detectors.bias.tobytes()
-                            + "\t".join(head.detectors.concepts).encode()).hexdigest()
-    return f"{base}{CONCEPTS_SUFFIX}-d{digest[:8]}"
+        versioned = base + CONCEPTS_SUFFIX
+    else:
+        digest = hashlib.sha256(head.detectors.kernel.tobytes() + head.detectors.bias.tobytes()
+                                + "\t".join(head.detectors.concepts).encode()).hexdigest()
+        versioned = f"{base}{CONCEPTS_SUFFIX}-d{digest[:8]}"
+    if guide is not None:    # a ConceptGuide: its effective settings, however given
+        settings = json.dumps(guide.settings(), sort_keys=True).encode()
+        versioned += f"+{guide.mode}-{hashlib.sha256(settings).hexdigest()[:6]}"
+    return versioned
 
 
 def _clear(out: str, overwrite: bool) -> None:
@@ -132,9 +142,10 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
            weights: str = "float16", encoder_weights: str | None = "imagenet",
            card: dict | None = None, overwrite: bool = False,
            block_repeated_trigrams: bool | None = None, concept_head=None,
-           concept_decoding: dict | None = None) -> str:
+           concept_decoding: dict | None = None, jit_compile: bool | None = None) -> str:
     """``concept_head``: a ConceptHead to attach (`concept_head_for`), or None;
-    ``concept_decoding``: `guide_settings` (None: no guide)."""
+    ``concept_decoding``: `guide_settings` (None: no guide); ``jit_compile``: compile the
+    beam search with XLA (None: no)."""
     if weights not in WEIGHT_FORMATS:  # before loading any run
         raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
     run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
@@ -165,16 +176,17 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
         training["lm_pretrain"] = pretraining
     variant = config.decoder + (f"-x{len(run_dirs)}" if len(run_dirs) > 1 else "")
     version = _now().strftime("%Y.%m.%d-") + config.encoder + "-" + variant
+    guide = attach_guide(vocab.words, concept_head, concept_decoding)
     info = {
         "ensemble": len(run_dirs),
-        "version": concepts_version(version, concept_head),
+        "version": concepts_version(version, concept_head, guide),
         "exported_at": _now().isoformat(timespec="seconds"),
         "weights_dtype": WEIGHT_FORMATS[weights],
         "training": training,
     }
     info.update(card or {})
     model = Captioner(build_encoder_for(config, encoder_weights), decoder, vocab.words, config,
-                      concept_head, attach_guide(vocab.words, concept_head, concept_decoding))
+                      concept_head, guide, jit_compile=bool(jit_compile))
     model.save(out, info)
     return out
 
@@ -183,11 +195,13 @@ def export_from_saved_model(source: str, out: str, changes: dict | None = None,
                             concepts: bool = False, encoder_weights: str | None = "imagenet",
                             detectors: str | None = None, concepts_top_k: int | None = None,
                             card: dict | None = None, overwrite: bool = False,
-                            concept_head=None, concept_decoding: dict | None = None) -> str:
+                            concept_head=None, concept_decoding: dict | None = None,
+                            jit_compile: bool | None = None) -> str:
     """Re-export ``source`` (an exported SavedModel) with its own weights, storage and
     card, the decoding ``changes`` and, with ``concepts`` (or a ready ``concept_head``),
     a concept head; RebuildError when its variables cannot all be matched.
-    ``concept_decoding``: `guide_settings`; None keeps the source's (its card's)."""
+    ``concept_decoding``: `guide_settings`; None keeps the source's (its card's), as
+    ``jit_compile`` None does."""
     from altbeam.model.serving.rebuild import (
         check_encoder_weights,
         has_concept_head,
@@ -218,13 +232,17 @@ def export_from_saved_model(source: str, out: str, changes: dict | None = None,
                                 if k in info["decoding"])
     info.pop("size_bytes", None)  # the source's; tools/default_model_card.py measures it
     info.update({
-        "version": concepts_version(str(info.get("version", "unknown")), concept_head),
+        "version": concepts_version(str(info.get("version", "unknown")), concept_head,
+                                    guide),
         "exported_at": _now().isoformat(timespec="seconds"),
         "rebuilt_from": {"saved_model": source, "version": info.get("version"),
                          "exported_at": info.get("exported_at")},
     })
     info.update(card or {})
-    Captioner(model.encoder, model.decoder, words, config, concept_head, guide).save(out, info)
+    if jit_compile is None:
+        jit_compile = bool(info.get("jit_compile", False))
+    Captioner(model.encoder, model.decoder, words, config, concept_head, guide,
+              jit_compile).save(out, info)
     return out
 
 
@@ -266,6 +284,10 @@ def main(argv) -> int:
     ap.add_argument("--transfer-templates", metavar="FILE.tsv",
                     help="novel word -> template table (default model/data/"
                     "transfer_templates.tsv)")
+    ap.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="compile the beam search with XLA: same captions, faster decoding "
+                    "(docs/benchmarks.md); compiles once per new batch size (default: off; "
+                    "--from-saved-model keeps the model's)")
     ap.add_argument("--card", help="JSON file merged into model_card.json (e.g. scores)")
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args(argv)
@@ -278,7 +300,8 @@ def main(argv) -> int:
             ap.error("--from-saved-model takes no run folders and keeps the model's --weights")
         path = export_from_saved_model(a.from_saved_model, a.out, changes, a.concepts,
                                        a.encoder_weights, a.detectors, a.concepts_top_k, card,
-                                       a.overwrite, concept_decoding=guide)
+                                       a.overwrite, concept_decoding=guide,
+                                       jit_compile=a.jit_compile)
     else:
         if not a.run_dir:
             ap.error("name training run folders, or --from-saved-model MODEL")
@@ -291,7 +314,7 @@ def main(argv) -> int:
                 if a.concepts else None)
         path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length,
                       a.weights or "float16", a.encoder_weights, card, a.overwrite,
-                      a.block_trigrams, head, guide)
+                      a.block_trigrams, head, guide, a.jit_compile)
     print(f"exported {path}")
     return 0
 

@@ -153,3 +153,26 @@ def test_cli_needs_a_head_and_a_mode(tmp_path):
     with pytest.raises(ValueError, match="needs a concept head"):
         main(["--from-saved-model", source, "--out", str(tmp_path / "b"),
               "--concept-decoding", "bias"])
+
+
+def test_version_names_the_concept_decoding():
+    """Guided captions differ from unguided ones: the model version (in every catalog
+    row, read by incremental runs) must differ too, by the effective settings."""
+    import types
+
+    from altbeam.model.serving.export import concepts_version
+
+    head = types.SimpleNamespace(detectors=None)
+
+    def guide(**settings):
+        full = {"mode": "bias", "alpha": 0.5, "boost": 0.0, "threshold": 0.02, "eps": 1e-4,
+                **settings}
+        return types.SimpleNamespace(mode=full["mode"], settings=lambda: full)
+
+    plain = concepts_version("2026.01.01-lite0-attention", head)
+    biased = concepts_version("2026.01.01-lite0-attention", head, guide())
+    assert plain == "2026.01.01-lite0-attention+concepts"
+    assert biased.startswith(plain + "+bias-") and biased != plain
+    assert concepts_version(biased, head, guide()) == biased          # re-export: stable
+    assert concepts_version(biased, head, guide(alpha=1.0)) != biased
+    assert concepts_version(biased, head) == plain                    # guide removed

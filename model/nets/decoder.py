@@ -126,6 +126,17 @@ class CaptionDecoder(tf.Module):
             return variable.dequantize()
         return variable if variable.dtype == tf.float32 else tf.cast(variable, tf.float32)
 
+    def with_weights_read(self) -> CaptionDecoder:
+        """A view of this decoder whose weights are float32 tensors, converted from their
+        storage (int8, float16) once here rather than at every ``step``: a decode loop
+        calls this before it starts (the same values, so the same results). In a graph
+        the view holds tensors, so it is for inference only, not training."""
+        view = object.__new__(type(self))
+        view.__dict__.update({name: self._v(value)
+                              if isinstance(value, (tf.Variable, Int8Weight)) else value
+                              for name, value in vars(self).items()})
+        return view
+
     def to_float16(self) -> CaptionDecoder:
         """Store every weight as float16 (for export); computation stays float32."""
         for name, value in list(vars(self).items()):

@@ -41,6 +41,13 @@ class DecoderEnsemble(tf.Module):
     def embedding(self):  # beam search reads the vocabulary size from it
         return self.members[0].embedding
 
+    def with_weights_read(self) -> DecoderEnsemble:
+        """The ensemble of its members' ``with_weights_read`` views (decoder.py)."""
+        view = object.__new__(type(self))
+        view.__dict__.update(vars(self))
+        view.__dict__["members"] = [m.with_weights_read() for m in self.members]
+        return view
+
     def to_float16(self) -> DecoderEnsemble:
         for m in self.members:
             m.to_float16()

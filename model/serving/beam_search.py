@@ -65,7 +65,10 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     K, T = int(beam_width), int(max_length)
     features = tf.convert_to_tensor(features)
     N, L = tf.shape(features)[0], tf.shape(features)[1]
-    vocab = decoder.embedding.shape[0]  # a Variable or an Int8Weight
+    # Weights stored as int8 or float16 are converted to float32 once, not at every step
+    # (at batch 1 the conversion cost as much as the step's matrix products).
+    decoder = decoder.with_weights_read()
+    vocab = decoder.embedding.shape[0]
     if guide is not None:
         vocab = guide.extended_size
         word_bias = tf.repeat(guide.bias(concept_scores), K, axis=0)  # [N*K, V+X]

@@ -14,6 +14,9 @@ Contract (DESIGN.md), relied on by pipelines/:
 * With a concept guide (model/serving/concept_guide.py, `altbeam export
   --concept-decoding`) the beam search is steered by the head's scores and may write
   the guide's novel words; the outputs' names, types and shapes are the same.
+* With ``jit_compile`` (`altbeam export --jit-compile`) the beam search (numbers only:
+  the word lookup's strings stay outside) is compiled by XLA, once per batch size the
+  model meets; outputs are the same (scores within float32 rounding).
 
 S, K, T, G and Kc are fixed at export time and readable from the signatures and from
 ``model_card.json`` (``concept_head`` records the head).
@@ -34,7 +37,7 @@ class Captioner(tf.Module):
     """Encoder + decoder + in-graph beam search + word lookup (+ optional concept head)."""
 
     def __init__(self, encoder, decoder, words: list[str], config: ModelConfig,
-                 concept_head=None, concept_guide=None):
+                 concept_head=None, concept_guide=None, jit_compile: bool = False):
         super().__init__(name="captioner")
         if concept_guide is not None and concept_head is None:
             raise ValueError("a concept guide needs a concept head to read scores from")
@@ -44,6 +47,7 @@ class Captioner(tf.Module):
         self.concept_guide = concept_guide
         self.words = tf.Variable(words, dtype=tf.string, trainable=False, name="words")
         self.config = config
+        self.jit_compile = bool(jit_compile)
         S = config.image_size
         spec = tf.TensorSpec([None, S, S, 3], tf.uint8, name="images")
         self.serve = tf.function(self._serve, input_signature=[spec])
@@ -56,8 +60,14 @@ class Captioner(tf.Module):
         features = tf.reshape(grid, [shape[0], shape[1] * shape[2], shape[3]])
         c, guide = self.config, self.concept_guide
         scores = self.concept_head.scores(grid) if guide is not None else None
-        out = beam_search(self.decoder, features, c.beam_width, c.max_length, c.length_alpha,
-                          c.ban_unk, c.block_repeated_trigrams, guide, scores)
+        def search(features, scores):
+            return beam_search(self.decoder, features, c.beam_width, c.max_length,
+                               c.length_alpha, c.ban_unk, c.block_repeated_trigrams, guide,
+                               scores)
+
+        if self.jit_compile:
+            search = tf.function(search, jit_compile=True)
+        out = search(features, scores)
         return out, (self.concept_head(grid) if self.concept_head is not None else {})
 
     def _lookup(self):
@@ -91,6 +101,7 @@ class Captioner(tf.Module):
         card = dict(card or {})
         card.pop("concept_head", None)  # only the head attached now is described
         card.pop("concept_decoding", None)
+        card["jit_compile"] = self.jit_compile
         if self.concept_head is not None:
             card["concept_head"] = self.concept_head.describe()
             card["concept_decoding"] = (self.concept_guide.describe()

@@ -177,8 +177,10 @@ def main(argv) -> int:
         if not a.features:
             ap.error("--run needs --features")
         from altbeam.model.data.feature_records import load_split
+        from altbeam.model.nets.encoder_cut import refuse_fine_tuned
         from altbeam.model.nets.ensemble import load_runs
         from altbeam.model.training.common import decode_features
+        refuse_fine_tuned(a.run, "altbeam evaluate --run")
         decoder, vocab, config = load_runs(a.run)
         if a.split == "val":  # the run's own validation images, carved out of train
             from altbeam.model.training.common import validation_split

@@ -47,9 +47,12 @@ __all__ = [
     "EncoderSpec",
     "build_classifier",
     "build_encoder",
+    "build_lite_part",
     "encoder_spec",
     "imagenet_head_weights",
     "imagenet_labels",
+    "lite_blocks",
+    "lite_cut_shape",
     "register_encoder",
     "weights_path",
 ]
@@ -194,27 +197,77 @@ class _Builder:
         return x
 
 
-def _build_lite(name: str, classifier: bool) -> tuple[keras.Model, dict]:
+def _build_lite(name: str, classifier: bool, start: int = 0,
+                stop: int | None = None) -> tuple[keras.Model, dict]:
+    """The Lite graph from the activation entering MBConv block ``start`` (0: from the
+    pixels) to the one entering block ``stop`` (None: through the head conv, plus the
+    ImageNet layer with ``classifier``). Layer names are the full model's whatever the
+    part, so one .pth loads any part and a part's weights copy into the full model."""
     spec = ENCODERS[name]
     b = _Builder()
-    pixels = keras.Input((spec.image_size, spec.image_size, 3), dtype="float32", name="pixels")
-    x = keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="normalize")(pixels)
-    x = b.conv(x, _STEM_FILTERS, 3, 2, "_conv_stem")
-    x = b.bn_relu6(x, "_bn0")
+    if start == 0:
+        inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="float32",
+                             name="pixels")
+        x = keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="normalize")(inputs)
+        x = b.conv(x, _STEM_FILTERS, 3, 2, "_conv_stem")
+        x = b.bn_relu6(x, "_bn0")
+    else:
+        grid, channels = lite_cut_shape(name, start)
+        inputs = x = keras.Input((grid, grid, channels), dtype="float32",
+                                 name=f"blocks_{start}_input")
     index = 0
     for repeats, kernel, stride, expand, fin, fout in _stage_plan(name):
         for r in range(repeats):
-            x = b.mbconv(x, kernel, stride if r == 0 else 1, expand, fin if r == 0 else fout, fout, index)
+            if start <= index and (stop is None or index < stop):
+                x = b.mbconv(x, kernel, stride if r == 0 else 1, expand,
+                             fin if r == 0 else fout, fout, index)
             index += 1
-    x = b.conv(x, _HEAD_FILTERS, 1, 1, "_conv_head")
-    x = b.bn_relu6(x, "_bn1")
+    if stop is None:
+        x = b.conv(x, _HEAD_FILTERS, 1, 1, "_conv_head")
+        x = b.bn_relu6(x, "_bn1")
     if classifier:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         b.torch_names["fc"] = ("dense", "_fc")
         x = keras.layers.Dense(_NUM_CLASSES, name="fc")(x)
     kind = "classifier" if classifier else "encoder"
-    model = keras.Model(pixels, x, name=f"efficientnet_{name}_{kind}")
+    if start or stop is not None:
+        kind += f"_blocks_{start}_to_{'head' if stop is None else stop}"
+    model = keras.Model(inputs, x, name=f"efficientnet_{name}_{kind}")
     return model, b.torch_names
+
+
+def lite_blocks(name: str) -> int:
+    """How many MBConv blocks a Lite encoder has (lite0: 16, lite2: 21)."""
+    return sum(stage[0] for stage in _stage_plan(name))
+
+
+def lite_cut_shape(name: str, block: int) -> tuple[int, int]:
+    """(grid, channels) of the activation entering MBConv ``block`` of a Lite encoder:
+    "same" padding makes each stride-s step ceil(size / s), after the stride-2 stem."""
+    if name not in ENCODERS:
+        raise ValueError(f"only the Lite encoders {sorted(ENCODERS)} can be cut, not {name!r}")
+    if not 0 <= block < lite_blocks(name):
+        raise ValueError(f"{name} has MBConv blocks 0..{lite_blocks(name) - 1}, not {block}")
+    size, channels, index = math.ceil(ENCODERS[name].image_size / 2), _STEM_FILTERS, 0
+    for repeats, _, stride, _, _, fout in _stage_plan(name):
+        for r in range(repeats):
+            if index == block:
+                return size, channels
+            size, channels, index = math.ceil(size / (stride if r == 0 else 1)), fout, index + 1
+    raise AssertionError("unreachable: block checked above")
+
+
+def build_lite_part(name: str, weights: str | None = "imagenet", start: int = 0,
+                    stop: int | None = None) -> keras.Model:
+    """Part of a Lite encoder (`_build_lite`): ``start`` > 0 takes the float32 activation
+    entering block ``start`` ([N, g, g, C], `lite_cut_shape`); ``stop`` ends before block
+    ``stop``. ``weights`` as `build_encoder` (the part's layers only are read)."""
+    if name not in ENCODERS:
+        raise ValueError(f"only the Lite encoders {sorted(ENCODERS)} can be cut, not {name!r}")
+    model, torch_names = _build_lite(name, False, start, stop)
+    if weights is not None:
+        _load_torch_weights(model, torch_names, _weights_file(name, weights))
+    return model
 
 
 def weights_path(name: str) -> str:
@@ -282,9 +335,12 @@ def _build(name: str, weights: str | None, classifier: bool) -> keras.Model:
         raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
     model, torch_names = _build_lite(name, classifier)
     if weights is not None:
-        path = weights_path(name) if weights == "imagenet" else os.fspath(weights)
-        _load_torch_weights(model, torch_names, path)
+        _load_torch_weights(model, torch_names, _weights_file(name, weights))
     return model
+
+
+def _weights_file(name: str, weights: str) -> str:
+    return weights_path(name) if weights == "imagenet" else os.fspath(weights)
 
 
 def imagenet_head_weights(name: str = "lite0", weights: str | None = "imagenet"

@@ -149,6 +149,8 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
     if weights not in WEIGHT_FORMATS:  # before loading any run
         raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
     run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
+    from altbeam.model.nets.encoder_cut import fine_tuned_encoder, fine_tuning_of
+    tuned = fine_tuning_of(run_dirs)   # altbeam train --fine-tune: the run's own encoder
     decoder, vocab, config = load_runs(run_dirs)
     config = config.replace(**decoding_changes(beam_width, length_alpha, max_length,
                                                block_repeated_trigrams))
@@ -175,6 +177,7 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
     if pretraining:
         training["lm_pretrain"] = pretraining
     variant = config.decoder + (f"-x{len(run_dirs)}" if len(run_dirs) > 1 else "")
+    variant += f"-ft{tuned['cut_at']}" if tuned else ""
     version = _now().strftime("%Y.%m.%d-") + config.encoder + "-" + variant
     guide = attach_guide(vocab.words, concept_head, concept_decoding)
     info = {
@@ -184,8 +187,12 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
         "weights_dtype": WEIGHT_FORMATS[weights],
         "training": training,
     }
+    if tuned:
+        info["encoder_fine_tuned"] = tuned
     info.update(card or {})
-    model = Captioner(build_encoder_for(config, encoder_weights), decoder, vocab.words, config,
+    encoder = (fine_tuned_encoder(run_dirs[0], encoder_weights) if tuned
+               else build_encoder_for(config, encoder_weights))
+    model = Captioner(encoder, decoder, vocab.words, config,
                       concept_head, guide, jit_compile=bool(jit_compile))
     model.save(out, info)
     return out

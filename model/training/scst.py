@@ -209,6 +209,8 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
     """SCST from ``source_run``'s best decoder into the new run folder ``run_dir``."""
     if os.path.abspath(source_run) == os.path.abspath(run_dir):
         raise ValueError("--scst-from and --out must be different run folders")
+    from altbeam.model.nets.encoder_cut import refuse_fine_tuned
+    refuse_fine_tuned([source_run], "altbeam train --scst-from")
     decoder, vocab, config = load_decoder(source_run)
     os.makedirs(run_dir, exist_ok=True)
     for name in ("config.json", "vocab.json"):

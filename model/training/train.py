@@ -1,14 +1,15 @@
 """`altbeam train`: teacher-forced training of the caption decoder on cached features.
 
 The encoder is frozen and its features were computed once (`altbeam features`), so an
-epoch over Flickr8k is minutes on two cores. Early stopping watches CIDEr-D on a
+epoch over Flickr8k is minutes on two cores. With ``--fine-tune`` (on features cut by
+`altbeam features --cut-at`) the encoder's top blocks train too (fine_tune.py). Early stopping watches CIDEr-D on a
 validation set carved out of the training split (the dev split stays for reporting).
 
 A run folder holds everything needed to resume or export::
 
     RUN/config.json  RUN/vocab.json  RUN/history.json
     RUN/checkpoints/  (latest, for --resume)   RUN/best/  (best validation CIDEr)
-    RUN/tensorboard/
+    RUN/tensorboard/  RUN/fine_tune.json  (--fine-tune only)
 """
 from __future__ import annotations
 
@@ -24,100 +25,49 @@ import tensorflow as tf
 from altbeam.model.config import ModelConfig
 from altbeam.model.data.feature_records import FeatureSet, load_split
 from altbeam.model.data.vocab import Vocabulary
-from altbeam.model.nets.decoder import DECODERS, CaptionDecoder
-from altbeam.model.training.common import (
-    batches,
-    caption_xent,
-    encode_pairs,
-    pad,
-    validate,
-    validation_split,
-    word_mask,
-)
+from altbeam.model.nets.decoder import DECODERS
+from altbeam.model.training import fine_tune as tuning
+from altbeam.model.training.common import validate, validation_split
 from altbeam.model.training.lm_pretrain import pretrain_from_text
 from altbeam.model.training.loop import LoopState, RunFolder, run_epochs
+from altbeam.model.training.teacher_forcing import TeacherForcing
 
-
-class TeacherForcing:
-    """The cross-entropy objective (model/training/loop.py): owns the decoder, the
-    optimiser and the compiled train step."""
-
-    label, unit, progress_every = "epoch", "step", 100
-    shown, seconds_key = ("loss", "loss"), "train_seconds"
-
-    def __init__(self, config: ModelConfig, embeddings: np.ndarray | None = None):
-        import keras
-        self.config = config
-        self.decoder = CaptionDecoder(config, embeddings)
-        self.optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=5.0)
-        L, C = config.grid_cells, config.feature_channels
-        self.train_step = tf.function(self._train_step, input_signature=[
-            tf.TensorSpec([None, L, C], tf.float16), tf.TensorSpec([None, None], tf.int32)])
-        self.data: FeatureSet | None = None
-        self.pairs: list = []
-        self.lr = config.learning_rate
-
-    def use_data(self, data: FeatureSet, vocab: Vocabulary) -> None:
-        self.data, self.pairs = data, encode_pairs(data, vocab, self.config.max_length)
-
-    def _train_step(self, features, tokens):
-        c = self.config
-        with tf.GradientTape() as tape:
-            logits, alpha = self.decoder.teacher_forced(features, tokens, training=True)
-            mask = word_mask(tokens)
-            caption_loss = caption_xent(logits, tokens, c, mask)
-            loss = caption_loss
-            if c.decoder == "attention" and c.attention_penalty:
-                # Doubly stochastic attention: each cell attended ~once over the caption.
-                coverage = tf.reduce_sum(alpha * mask[..., None], axis=1)
-                loss += c.attention_penalty * tf.reduce_mean(tf.reduce_sum(
-                    tf.square(1.0 - coverage), axis=-1)) / tf.cast(tf.shape(alpha)[-1], tf.float32)
-        variables = self.decoder.trainable_variables
-        grads = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        return caption_loss
-
-    def begin_epoch(self, epoch: int, rng):
-        self.lr = self.config.learning_rate * (0.8 ** max(0, epoch - 3))
-        self.optimizer.learning_rate.assign(self.lr)
-        size = self.config.batch_size
-        return (len(self.pairs) + size - 1) // size, batches(self.pairs, size, rng)
-
-    def step(self, batch) -> dict[str, float]:
-        idx = [i for i, _ in batch]
-        loss = self.train_step(tf.constant(self.data.features[idx]),
-                               tf.constant(pad([s for _, s in batch])))
-        return {"loss": float(loss)}
-
-    def record(self, epoch: int, means: dict[str, float]) -> dict:
-        return {"epoch": epoch, "loss": means["loss"], "lr": self.lr}
-
-    def summary(self, record: dict) -> str:
-        return (f"loss {record['loss']:.3f}  val CIDEr {record['val_cider']:.3f}  "
-                f"BLEU-4 {record['val_bleu4']:.3f}")
+__all__ = ["TeacherForcing", "load_glove", "train"]
 
 
 def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int = 500,
           limit: int | None = None, resume: bool = False, glove: str | None = None,
           vocab_file: str | None = None, lm_text: list[str] | None = None,
-          lm_exclude: list[str] | None = None, lm_epochs: int = 1) -> dict:
+          lm_exclude: list[str] | None = None, lm_epochs: int = 1, fine_tune: bool = False,
+          encoder_learning_rate: float | None = None,
+          encoder_weights: str | None = "imagenet") -> dict:
+    """``fine_tune``: train the encoder's top blocks too, on cut features (fine_tune.py;
+    ``encoder_weights``: the .pth the features were cut with, "imagenet" the package's)."""
     os.makedirs(run_dir, exist_ok=True)
     full = load_split(features_dir, "train", limit)
-    config = config.replace(grid=int(np.sqrt(full.features.shape[1])),
-                            feature_channels=full.features.shape[2],
-                            encoder=full.encoder or config.encoder,
-                            image_size=full.image_size or config.image_size)
+    tuning.check_features(full, fine_tune)
+    if fine_tune:
+        config = tuning.fine_tune_config(config, full)
+    else:
+        config = config.replace(grid=int(np.sqrt(full.features.shape[1])),
+                                feature_channels=full.features.shape[2],
+                                encoder=full.encoder or config.encoder,
+                                image_size=full.image_size or config.image_size)
     train_set, val_set = validation_split(full, val_images, config)
     vocab = _run_vocabulary(run_dir, resume, vocab_file, train_set, config)
     config = config.replace(vocab_size=len(vocab))
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config.to_json())
     embeddings = load_glove(glove, vocab, config.embedding_dim) if glove else None
-    objective = TeacherForcing(config, embeddings)
+    if fine_tune:
+        objective = tuning.FineTuning(config, embeddings, full.cut_at, encoder_weights,
+                                      encoder_learning_rate)
+        tuning.write_settings(run_dir, full, encoder_weights, config, objective.encoder_lr)
+    else:
+        objective = TeacherForcing(config, embeddings)
     objective.use_data(train_set, vocab)
     epoch_var, best_var = tf.Variable(0), tf.Variable(-1.0)
-    ckpt = tf.train.Checkpoint(decoder=objective.decoder, optimizer=objective.optimizer,
-                               epoch=epoch_var, best=best_var)
+    ckpt = tf.train.Checkpoint(**objective.checkpointed(), epoch=epoch_var, best=best_var)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "checkpoints"), 2)
     state = LoopState()
     if resume and manager.latest_checkpoint:
@@ -134,13 +84,16 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
     if state.history:
         best_epoch = max(state.history, key=lambda h: h["val_cider"])["epoch"]
         state.stale = int(epoch_var) - best_epoch
-    print(f"training {config.decoder} decoder: {len(train_set)} images, "
+    print(f"training {config.decoder} decoder"
+          f"{f' and {config.encoder} blocks {full.cut_at}..' if fine_tune else ''}: "
+          f"{len(train_set)} images, "
           f"{len(objective.pairs)} captions, vocab {len(vocab)}, validation "
           f"{len(val_set)} images", flush=True)
 
     def save_best():
         best_var.assign(state.best)
-        tf.train.Checkpoint(decoder=objective.decoder).write(os.path.join(run_dir, "best", "ckpt"))
+        tf.train.Checkpoint(**objective.best_weights()).write(
+            os.path.join(run_dir, "best", "ckpt"))
 
     def save_latest(epoch: int):
         epoch_var.assign(epoch)
@@ -149,7 +102,8 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
     folder = RunFolder(run_dir, ("loss", "val_cider", "val_bleu4", "lr"), save_best, save_latest)
     run_epochs(objective, range(int(epoch_var) + 1, config.epochs + 1),
                np.random.default_rng(config.seed + int(epoch_var)), state,
-               validate=lambda: validate(objective.decoder, val_set, config, vocab.words),
+               validate=lambda: validate(objective.decoder, objective.validation_set(val_set),
+                                         config, vocab.words),
                folder=folder, patience=config.patience)
     return {"run_dir": run_dir, "history": state.history, "best_val_cider": float(best_var),
             "config": dataclasses.asdict(config)}
@@ -213,6 +167,13 @@ def parse_args(argv):
                     "caption text of the images named in these files (one name per line, "
                     "e.g. Flickr_8k.devImages.txt): keeps evaluation photos out of the text")
     ap.add_argument("--lm-epochs", type=int, default=1, help="language-model epochs")
+    ap.add_argument("--fine-tune", action="store_true", help="train the encoder's top "
+                    "blocks with the decoder, on features cut by `altbeam features --cut-at "
+                    "BLOCK` (BatchNorm frozen; docs/training.md)")
+    ap.add_argument("--encoder-learning-rate", type=float, help="with --fine-tune: the "
+                    "top blocks' learning rate (default 0.1 x --learning-rate), same schedule")
+    ap.add_argument("--encoder-weights", default="imagenet", help="with --fine-tune: the "
+                    ".pth the features were cut with ('imagenet': the installed package)")
     ap.add_argument("--vocab", help="reuse this vocab.json (e.g. another run's) instead of "
                     "building one; runs that share a vocabulary can be exported as an ensemble")
     for f in dataclasses.fields(ModelConfig):
@@ -240,7 +201,8 @@ def main(argv) -> int:
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     config = ModelConfig(**{k: v for k, v in vars(args).items() if k in fields})
     result = train(config, args.features, args.out, args.val_images, args.limit, args.resume,
-                   args.glove, args.vocab, args.lm_text, args.lm_exclude, args.lm_epochs)
+                   args.glove, args.vocab, args.lm_text, args.lm_exclude, args.lm_epochs,
+                   args.fine_tune, args.encoder_learning_rate, args.encoder_weights)
     print(f"best validation CIDEr {result['best_val_cider']:.3f}; run folder {args.out}")
     return 0
 

@@ -11,6 +11,11 @@ is defined, written and parsed in one place, ``altbeam.model.data.feature_record
 Shards: ``OUT/<split>/features-SSSSS-of-NNNNN.tfrecord`` plus ``OUT/features.json``
 (encoder name, image size, grid, channels, counts).
 
+``--cut-at N`` (Lite encoders) stores instead the activation entering MBConv block N
+(the frozen bottom's output, float16 like the grids), for `altbeam train --fine-tune`,
+which trains blocks N.. with the decoder (model/nets/encoder_cut.py, docs/training.md);
+features.json then also records ``cut_at`` and the weights file.
+
 The image list travels as a file, not in the job graph: the launcher writes it to
 ``OUT/image-list-<id>.jsonl`` (`write_image_list`), the workers read it
 (`ReadImageList`), and a successful run deletes it, so the job request stays small
@@ -59,12 +64,14 @@ class DecodeForEncoder(beam.DoFn):
 class EncodeBatch(beam.DoFn):
     """A batch of (item, pixels) -> tf.train.Example bytes, with the encoder built once."""
 
-    def __init__(self, encoder: str, weights: str | None, image_size: int):
+    def __init__(self, encoder: str, weights: str | None, image_size: int,
+                 cut_at: int | None = None):
         self.encoder_name, self.weights, self.image_size = encoder, weights, image_size
+        self.cut_at = cut_at
         self.encoded = beam.metrics.Metrics.counter("altbeam", "features_encoded")
 
     def setup(self):
-        self.encoder = load_encoder(self.encoder_name, self.weights)
+        self.encoder = load_encoder(self.encoder_name, self.weights, self.cut_at)
 
     def process(self, batch):
         from altbeam.model.data.feature_records import feature_example
@@ -74,15 +81,18 @@ class EncodeBatch(beam.DoFn):
             self.encoded.inc()
             yield item["split"], feature_example(
                 item["image_id"], item["split"], grid, self.encoder_name, self.image_size,
-                item["captions"])
+                item["captions"], -1 if self.cut_at is None else self.cut_at)
 
 
-def encoder_spec(name: str):
+def encoder_spec(name: str, cut_at: int | None = None):
     """(image_size, grid, channels) of an encoder the model package knows (built in or
-    registered, see altbeam.model.nets.encoder.register_encoder)."""
+    registered, see altbeam.model.nets.encoder.register_encoder); with ``cut_at``, the
+    grid and channels of the activation entering that block (Lite encoders only)."""
     from altbeam.model.nets import encoder
     try:
         spec = encoder.encoder_spec(name)
+        if cut_at is not None:
+            return (spec.image_size, *encoder.lite_cut_shape(name, cut_at))
     except ValueError as e:
         raise SystemExit(f"altbeam features: {e}") from None
     return spec.image_size, spec.grid, spec.channels
@@ -103,7 +113,11 @@ def check_weights(name: str, weights: str | None) -> None:
             raise SystemExit(f"altbeam features: {e}") from None
 
 
-def load_encoder(name: str, weights: str | None):
+def load_encoder(name: str, weights: str | None, cut_at: int | None = None):
+    """The encoder, or with ``cut_at`` its frozen bottom (pixels -> block cut_at's input)."""
+    if cut_at is not None:
+        from altbeam.model.nets.encoder_cut import build_bottom
+        return build_bottom(name, cut_at, weights)
     from altbeam.model.nets.encoder import build_encoder
     return build_encoder(name, weights=weights)
 
@@ -143,8 +157,9 @@ class ReadImageList(beam.PTransform):
 
 def build(p, images: str | Iterable[dict], out: str, splits: list[str],
           encoder: str = "lite0", weights: str | None = "imagenet", batch_size: int = 32,
-          num_shards: int = 4):
-    """Add the feature job to pipeline ``p``.
+          num_shards: int = 4, cut_at: int | None = None):
+    """Add the feature job to pipeline ``p``; ``cut_at``: cache the activation entering
+    that MBConv block instead of the grid (`altbeam train --fine-tune`).
 
     ``images``: the path of an image list written by `write_image_list`, or the
     CaptionedImage dicts themselves, which are written to one next to ``out`` now (it
@@ -160,7 +175,7 @@ def build(p, images: str | Iterable[dict], out: str, splits: list[str],
         | "Reshuffle" >> beam.Reshuffle()
         | "Decode" >> beam.ParDo(DecodeForEncoder(size))
         | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-        | "Encode" >> beam.ParDo(EncodeBatch(encoder, weights, size)))
+        | "Encode" >> beam.ParDo(EncodeBatch(encoder, weights, size, cut_at)))
     for split in splits:
         (encoded
          | f"Only{split.title()}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
@@ -187,6 +202,10 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num-shards", type=int, default=4)
     ap.add_argument("--limit", type=int, default=None, help="encode at most N images per split")
+    ap.add_argument("--cut-at", type=int, default=None, metavar="BLOCK",
+                    help="store the activation entering MBConv block BLOCK of a Lite encoder "
+                    "instead of its grid, for `altbeam train --fine-tune` (lite0: 15 = "
+                    "7x7x192, 11 = 14x14x112; docs/training.md)")
     return ap
 
 
@@ -198,6 +217,7 @@ def parse_args(argv):
 def run(argv=None) -> dict:
     args, beam_args = parse_args(list(sys.argv[1:] if argv is None else argv))
     check_weights(args.encoder, args.weights)
+    image_size, grid, channels = encoder_spec(args.encoder, args.cut_at)   # refuses bad cuts
     from altbeam.model.data.datasets import load_dataset
     splits = [s for s in args.splits.split(",") if s]
     items = []
@@ -209,7 +229,6 @@ def run(argv=None) -> dict:
                              f"of {args.dataset}")
         items += [{"image_id": r.image_id, "path": r.path, "captions": list(r.captions),
                    "split": split} for r in rows]
-    image_size, grid, channels = encoder_spec(args.encoder)
     start = time.time()
     print(f"altbeam features: encoding {len(items)} images ({', '.join(splits)}) with "
           f"{args.encoder} at {image_size}px -> {args.out}", file=sys.stderr)
@@ -217,12 +236,14 @@ def run(argv=None) -> dict:
     image_list = write_image_list(items, args.out)
     p = new_pipeline(options)
     build(p, image_list, args.out, splits, args.encoder, args.weights, args.batch_size,
-          args.num_shards)
+          args.num_shards, args.cut_at)
     run_pipeline(p)
     FileSystems.delete([image_list])   # only after success: a running job still reads it
     summary = {"encoder": args.encoder, "image_size": image_size, "grid": grid,
                "channels": channels, "dataset": args.dataset, "splits": splits,
                "images": len(items), "seconds": round(time.time() - start, 1)}
+    if args.cut_at is not None:
+        summary.update(cut_at=args.cut_at, weights=args.weights)
     with FileSystems.create(f"{args.out.rstrip('/')}/features.json") as f:
         f.write(json.dumps(summary, indent=2).encode())
     print(f"altbeam features: done in {summary['seconds']} s", file=sys.stderr)

@@ -94,6 +94,9 @@ def test_fine_tuned_run_exports_bottom_plus_trained_top(cut_features, tmp_path):
     settings = json.load(open(os.path.join(run, "fine_tune.json")))
     assert settings["cut_at"] == CUT and settings["batchnorm"] == "frozen"
     assert result["history"][0]["encoder_lr"] == pytest.approx(3e-4)
+    resumed = train(CONFIG.replace(epochs=2), cut_features, run, val_images=2, resume=True,
+                    fine_tune=True)   # restores the top and both optimisers
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
 
     trained_top = load_trained_top(run)
     imagenet_top = build_top("lite0", CUT)

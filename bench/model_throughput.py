@@ -11,6 +11,16 @@ Check: beam 3 costs at most 2x greedy (beam 1) at the same batch -- PASS/FAIL pe
     .venv/bin/python bench/model_throughput.py --run RUN_DIR --images 64
     .venv/bin/python bench/model_throughput.py --model DIR --images 64   # batch only
     .venv/bin/python bench/model_throughput.py --tiny --images 8        # smoke run
+    .venv/bin/python bench/model_throughput.py --compare A B --images 32 --batches 1,32
+
+``--compare MODEL_A MODEL_B [...]``: the models side by side (issue 21: a re-export with
+another decoding lever against the one it came from). At each batch size the encoder and
+every model are timed in turn, ``--rounds`` times, alternating the order, so background
+load hits every arm alike; the table gives each model's ms/image (median of the rounds),
+its decoder + search share, its speed against the first model, and the first call's
+seconds at that batch size (warm-up: graph set-up, and XLA's compile with --jit-compile).
+It also checks the models caption the photos alike: differing best captions are counted,
+and the largest score difference printed.
 """
 from __future__ import annotations
 
@@ -49,6 +59,100 @@ def time_calls(fn, batches) -> float:
     return t.seconds
 
 
+def compare_cells(models: dict, encode, arrays, batches, images: int, rounds: int):
+    """Per batch: encoder and each model timed in turn, ``rounds`` times, the order
+    reversed every other round -> (cells, first-call seconds {(batch, model): s})."""
+    import statistics
+
+    cells, first_call = [], {}
+    for batch in batches:
+        calls = math.ceil(images / batch)
+        data, n = batches_of(arrays, batch, calls), calls * batch
+        arms = [("encoder", encode)] + [(name, m.caption) for name, m in models.items()]
+        for name, fn in arms:  # the first call: graph set-up (and XLA's compile)
+            with bc.Stopwatch() as t:
+                fn(data[0])
+            first_call[(batch, name)] = t.seconds
+        timed = {name: [] for name, _ in arms}
+        for r in range(rounds):
+            for name, fn in (arms if r % 2 == 0 else arms[::-1]):
+                with bc.Stopwatch() as t:
+                    for b in data:
+                        fn(b)
+                timed[name].append(t.seconds / n)
+        per_image = {name: statistics.median(v) for name, v in timed.items()}
+        for name in models:
+            share = min(per_image["encoder"] / per_image[name], 1.0)
+            cells.append({"batch": batch, "model": name, "images": n, "rounds": rounds,
+                          "ms_per_image": per_image[name] * 1e3,
+                          "ms_per_image_rounds": [s * 1e3 for s in timed[name]],
+                          "images_per_s": 1 / per_image[name],
+                          "encoder_ms_per_image": per_image["encoder"] * 1e3,
+                          "decoder_share": 1 - share,
+                          "first_call_s": first_call[(batch, name)]})
+    return cells
+
+
+def caption_differences(models: dict, arrays) -> list[dict]:
+    """Each model's best captions and scores on the photos against the first model's."""
+    import numpy as np
+
+    stack = np.stack(arrays)
+    outs = {name: m.caption(stack) for name, m in models.items()}
+    (ref_name, (ref_caps, ref_scores)), *rest = outs.items()
+    return [{"model": name, "reference": ref_name, "images": len(stack),
+             "best_caption_differs": int((caps[:, 0] != ref_caps[:, 0]).sum()),
+             "any_beam_differs": int((caps != ref_caps).any(axis=1).sum()),
+             "max_score_difference": float(np.abs(scores - ref_scores).max())}
+            for name, (caps, scores) in rest]
+
+
+def compare(args, env, command) -> int:
+    """--compare: the models side by side (module docstring)."""
+    import tensorflow as tf
+
+    from altbeam.model.serving.saved_model import LoadedModel
+
+    names = {f"{chr(65 + i)}": path for i, path in enumerate(args.compare)}
+    config = bc.config_from_card(bc.read_card(args.compare[0]))
+    work = pathlib.Path(tempfile.mkdtemp(prefix="altbeam-bench-compare-"))
+    try:
+        photos = bc.decode_files(bc.sample_photos(), config.image_size)
+        arrays = bc.decode_files(bc.make_images(work / "images", min(args.images, 64)),
+                                 config.image_size)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    encoder = bc.encoder_for(config, weights=None)
+    encode = tf.function(lambda x: encoder(tf.cast(x, tf.float32), training=False))
+    models = {name: LoadedModel(path, config.image_size) for name, path in names.items()}
+    cells = compare_cells(models, lambda b: encode(tf.constant(b)).numpy(), arrays,
+                          args.batches, args.images, args.rounds)
+    differences = caption_differences(models, photos)
+    reference = {c["batch"]: c["ms_per_image"] for c in cells if c["model"] == "A"}
+    rows = [[c["batch"], c["model"], c["images"], c["images_per_s"], c["ms_per_image"],
+             c["encoder_ms_per_image"], f"{100 * c['decoder_share']:.0f}%",
+             f"{reference[c['batch']] / c['ms_per_image']:.2f}x", c["first_call_s"]]
+            for c in cells]
+    lines = [bc.header("exported models side by side (pre-decoded uint8 batches)", env,
+                       command)]
+    lines += [f"model {n}:  {p}  (jit_compile: {bc.read_card(p).get('jit_compile', False)})"
+              for n, p in names.items()]
+    lines += ["", bc.table(["batch", "model", "images", "images/s", "ms/image",
+                            "encoder ms/image", "decoder+search", "speed vs A",
+                            "first call s"], rows, "rlrrrrrrr"), ""]
+    lines += [f"captions, {d['model']} vs {d['reference']} on the {d['images']} sample "
+              f"photos: best caption differs on {d['best_caption_differs']}, any beam on "
+              f"{d['any_beam_differs']}; largest score difference "
+              f"{d['max_score_difference']:.1e}" for d in differences]
+    lines.append(f"note:     ms/image is the median of {args.rounds} rounds, the arms "
+                 "interleaved; encoder = the model's Keras encoder alone")
+    print("\n".join(lines))
+    bc.write_json(args.json, {"benchmark": "model_throughput --compare", "environment": env,
+                              "command": command, "models": names, "cells": cells,
+                              "captions": differences})
+    return 0
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group()
@@ -62,6 +166,9 @@ def parse_args(argv):
     ap.add_argument("--batches", type=bc.int_list, default=[1, 8, 32, 64], help="e.g. 1,8,32,64")
     ap.add_argument("--beams", type=bc.int_list, default=[1, 3, 5], help="e.g. 1,3,5")
     ap.add_argument("--json", help="write the raw figures here")
+    ap.add_argument("--compare", nargs="+", metavar="MODEL",
+                    help="time these exported models side by side (first = reference)")
+    ap.add_argument("--rounds", type=int, default=3, help="--compare: timed rounds per cell")
     return ap.parse_args(argv)
 
 
@@ -71,6 +178,8 @@ def main(argv=None) -> int:
         raise SystemExit("--images must be at least 1")
     env = bc.environment()
     command = bc.command_line(None if argv is None else [sys.argv[0], *argv])
+    if args.compare:
+        return compare(args, env, command)
     work = pathlib.Path(tempfile.mkdtemp(prefix="altbeam-bench-model-"))
     notes = []
     try:

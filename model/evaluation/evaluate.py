@@ -207,6 +207,11 @@ def main(argv) -> int:
         model_dir = a.model or DEFAULT_MODEL_DIR
         if not a.dataset:
             ap.error("--dataset is required with --model")
+        if a.split in ("val", "validation"):
+            # The datasets' "val" is their dev split, not a run's carve-out of train.
+            print(f"altbeam evaluate: --split {a.split} with --model scores the dataset's own "
+                  "dev/validation split (for a run's validation images carved out of train, "
+                  "use --run)", file=sys.stderr)
         if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
             raise SystemExit(f"altbeam evaluate: no SavedModel at {model_dir}")
         items = [i for i in load_dataset(a.dataset, a.split, missing_images="drop") if i.path]

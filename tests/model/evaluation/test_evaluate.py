@@ -90,6 +90,10 @@ def test_evaluate_cli_scores_an_exported_model(tmp_path, sample_photos, capsys):
     assert result["gate"]["available"] is False and "no concept head" in result["gate"]["reason"]
     printed = capsys.readouterr().out
     assert "BLEU-4" in printed and "caption gate: not available (the model has no" in printed
+    # "val" with --model is the dataset's dev split, not a run's carve-out: say so.
+    assert main(["--model", model, "--dataset", str(tmp_path / "pairs.jsonl"), "--split",
+                 "val", "--tokenizer", "simple", "--no-baselines"]) == 0
+    assert "scores the dataset's own dev/validation split" in capsys.readouterr().err
 
 
 def test_run_scored_on_its_own_validation_images(tmp_path):

@@ -34,6 +34,9 @@ class ModelConfig:
     # Never repeat a word trigram within a caption ("in front of a building in front of
     # a building"): beam search bans the word that would complete a seen trigram.
     block_repeated_trigrams: bool = False
+    # Never say the same word twice in a row ("a large large building"): beam search bans
+    # the previous word at each step.
+    block_repeated_words: bool = False
     # Training
     attention_penalty: float = 1.0   # doubly-stochastic regulariser (lambda in SAT)
     label_smoothing: float = 0.0

@@ -49,12 +49,13 @@ def repeated_trigram_ban(tokens, t, vocab):
 
 def beam_search(decoder, features, beam_width: int, max_length: int, length_alpha: float = 0.0,
                 ban_unk: bool = False, block_repeated_trigrams: bool = False,
-                guide=None, concept_scores=None):
+                guide=None, concept_scores=None, block_repeated_words: bool = False):
     """features [N, L, C] -> dict(tokens [N, K, T] int32, scores [N, K], lengths [N, K],
     log_probs [N, K], attention [N, K, T, L]); beams sorted best first.
 
     ban_unk: never emit <unk> (served captions must not contain it).
     block_repeated_trigrams: never emit a word that repeats a trigram of the same beam.
+    block_repeated_words: never emit the word the beam emitted last ("large large").
     guide, concept_scores: a ConceptGuide (model/serving/concept_guide.py) and the
     images' scores of every concept [N, T]: each step's logits are extended with the
     guide's novel words and biased by the scores; tokens then index the extended
@@ -98,6 +99,8 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
         ban = words_banned_at(t, vocab, ban_unk)
         if block_repeated_trigrams:
             ban = ban + repeated_trigram_ban(tf.reshape(tokens, [N * K, T]), t, vocab)
+        if block_repeated_words:   # last is <start> at t = 0, banned anyway
+            ban = ban + tf.one_hot(last, vocab)
         step_lp = tf.reshape(tf.nn.log_softmax(logits) + ban * NEG_INF, [N, K, vocab])
         # A finished beam may only extend itself with <pad>, at no cost.
         step_lp = tf.where(finished[..., None], pad_row[None, None], step_lp)

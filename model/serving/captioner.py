@@ -63,7 +63,7 @@ class Captioner(tf.Module):
         def search(features, scores):
             return beam_search(self.decoder, features, c.beam_width, c.max_length,
                                c.length_alpha, c.ban_unk, c.block_repeated_trigrams, guide,
-                               scores)
+                               scores, block_repeated_words=c.block_repeated_words)
 
         if self.jit_compile:
             search = tf.function(search, jit_compile=True)
@@ -121,6 +121,7 @@ def config_card(config: ModelConfig) -> dict:
         "max_length": config.max_length,
         "length_alpha": config.length_alpha,
         "block_repeated_trigrams": config.block_repeated_trigrams,
+        "block_repeated_words": config.block_repeated_words,
         "vocab_size": config.vocab_size,
         "config": json.loads(config.to_json()),
     }

@@ -40,6 +40,7 @@ WEIGHT_FORMATS = {
     "int8": "int8 with a float32 scale per output column (decoder matrices), float16 "
             "(decoder biases), float32 (encoder)",
 }
+NO_REPEAT_SUFFIX = "+norep"   # version suffix: --block-repeated-words
 CONCEPTS_SUFFIX = "+concepts"  # version suffix of a model with a concept head
 
 
@@ -51,11 +52,13 @@ def build_encoder_for(config, weights: str | None = "imagenet"):
 
 def decoding_changes(beam_width: int | None = None, length_alpha: float | None = None,
                      max_length: int | None = None,
-                     block_repeated_trigrams: bool | None = None) -> dict:
+                     block_repeated_trigrams: bool | None = None,
+                     block_repeated_words: bool | None = None) -> dict:
     """The decoding settings asked for (None: keep the model's)."""
     return {k: v for k, v in (("beam_width", beam_width), ("length_alpha", length_alpha),
                               ("max_length", max_length),
-                              ("block_repeated_trigrams", block_repeated_trigrams))
+                              ("block_repeated_trigrams", block_repeated_trigrams),
+                              ("block_repeated_words", block_repeated_words))
             if v is not None}
 
 
@@ -106,6 +109,14 @@ def source_guide_settings(card: dict) -> dict | None:
     return {k: recorded[k] for k in keys if k in recorded}
 
 
+def model_version(version: str, head, guide, config) -> str:
+    """The exported model's version: the concept head and guide (`concepts_version`),
+    then ``+norep`` when it never says a word twice in a row. Decoding that changes the
+    captions shows in the version, which every catalog row carries."""
+    versioned = concepts_version(version.replace(NO_REPEAT_SUFFIX, ""), head, guide)
+    return versioned + (NO_REPEAT_SUFFIX if config.block_repeated_words else "")
+
+
 def concepts_version(version: str, head, guide=None) -> str:
     """``version`` with the concept head in it: ``…+concepts`` (ImageNet only) or
     ``…+concepts-d<hash>`` (with detectors; the hash tells detector files apart), then
@@ -142,7 +153,8 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
            weights: str = "float16", encoder_weights: str | None = "imagenet",
            card: dict | None = None, overwrite: bool = False,
            block_repeated_trigrams: bool | None = None, concept_head=None,
-           concept_decoding: dict | None = None, jit_compile: bool | None = None) -> str:
+           concept_decoding: dict | None = None, jit_compile: bool | None = None,
+           block_repeated_words: bool | None = None) -> str:
     """``concept_head``: a ConceptHead to attach (`concept_head_for`), or None;
     ``concept_decoding``: `guide_settings` (None: no guide); ``jit_compile``: compile the
     beam search with XLA (None: no)."""
@@ -153,7 +165,7 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
     tuned = fine_tuning_of(run_dirs)   # altbeam train --fine-tune: the run's own encoder
     decoder, vocab, config = load_runs(run_dirs)
     config = config.replace(**decoding_changes(beam_width, length_alpha, max_length,
-                                               block_repeated_trigrams))
+                                               block_repeated_trigrams, block_repeated_words))
     decoder.config = config
     if weights == "float16":
         decoder.to_float16()
@@ -182,7 +194,7 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
     guide = attach_guide(vocab.words, concept_head, concept_decoding)
     info = {
         "ensemble": len(run_dirs),
-        "version": concepts_version(version, concept_head, guide),
+        "version": model_version(version, concept_head, guide, config),
         "exported_at": _now().isoformat(timespec="seconds"),
         "weights_dtype": WEIGHT_FORMATS[weights],
         "training": training,
@@ -239,8 +251,8 @@ def export_from_saved_model(source: str, out: str, changes: dict | None = None,
                                 if k in info["decoding"])
     info.pop("size_bytes", None)  # the source's; tools/default_model_card.py measures it
     info.update({
-        "version": concepts_version(str(info.get("version", "unknown")), concept_head,
-                                    guide),
+        "version": model_version(str(info.get("version", "unknown")), concept_head, guide,
+                                 config),
         "exported_at": _now().isoformat(timespec="seconds"),
         "rebuilt_from": {"saved_model": source, "version": info.get("version"),
                          "exported_at": info.get("exported_at")},
@@ -266,6 +278,9 @@ def main(argv) -> int:
     ap.add_argument("--max-length", type=int, help="words generated at most")
     ap.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=None,
                     help="never repeat a word trigram within a caption (default: run config)")
+    ap.add_argument("--block-repeated-words", action=argparse.BooleanOptionalAction,
+                    default=None, help="never say a word twice in a row (\"a large large "
+                    "building\"; default: run config / the model's)")
     ap.add_argument("--weights", choices=list(WEIGHT_FORMATS), default=None,
                     help="how the decoder weights are stored: float16 (the default; half of "
                     "float32's size), int8 (a quarter; per-column scales) or float32; "
@@ -299,7 +314,8 @@ def main(argv) -> int:
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args(argv)
     card = json.load(open(a.card)) if a.card else None
-    changes = decoding_changes(a.beam_width, a.length_alpha, a.max_length, a.block_trigrams)
+    changes = decoding_changes(a.beam_width, a.length_alpha, a.max_length, a.block_trigrams,
+                               a.block_repeated_words)
     guide = guide_settings(a.concept_decoding, a.concept_alpha, a.concept_boost,
                            a.concept_threshold, a.transfer_templates)
     if a.from_saved_model:
@@ -321,7 +337,8 @@ def main(argv) -> int:
                 if a.concepts else None)
         path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length,
                       a.weights or "float16", a.encoder_weights, card, a.overwrite,
-                      a.block_trigrams, head, guide, a.jit_compile)
+                      a.block_trigrams, head, guide, a.jit_compile,
+                      block_repeated_words=a.block_repeated_words)
     print(f"exported {path}")
     return 0
 

@@ -156,6 +156,55 @@ def test_blocked_trigrams_never_repeat_within_a_beam(k):
         assert 4 in words  # still the favourite word, just never three-in-a-row twice
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_blocked_word_repeats_never_say_a_word_twice_in_a_row(k):
+    dec = _decoder(vocab=7, seed=5)
+    bias = np.zeros(7, np.float32)
+    bias[4] = 8.0            # a decoder that wants "w w w w ..."
+    dec.out_bias.assign(bias)
+    feats = _features(n=3)
+    free = beam_search(dec, feats, k, 8, ban_unk=True, block_repeated_trigrams=True)
+    assert any(_has_adjacent_repeat(list(s)) for s in free["tokens"].numpy()[:, 0])
+    blocked = beam_search(dec, feats, k, 8, ban_unk=True, block_repeated_trigrams=True,
+                          block_repeated_words=True)
+    for seq in blocked["tokens"].numpy().reshape(-1, 8):
+        words = [int(t) for t in seq if t not in (PAD_ID, END_ID)]
+        assert not _has_adjacent_repeat(words), words
+        assert 4 in words    # still the favourite word, never twice in a row
+
+
+def _has_adjacent_repeat(tokens) -> bool:
+    words = [int(t) for t in tokens if t not in (PAD_ID, END_ID)]
+    return any(a == b for a, b in zip(words, words[1:]))
+
+
+def test_exported_model_records_and_applies_the_word_repeat_ban(tmp_path):
+    """export --block-repeated-words: in the card, kept by --from-saved-model, and off by
+    default (a re-export without it keeps the source's captions)."""
+    import json
+
+    from altbeam.model.serving.export import main as export_main
+    from altbeam.model.serving.saved_model import LoadedModel
+    from tests.support.fake_runs import fake_run
+
+    run = fake_run(tmp_path / "run", seed=4)
+    plain, blocked, again = (str(tmp_path / n) for n in ("plain", "blocked", "again"))
+    assert export_main([run, "--out", plain]) == 0
+    assert export_main(["--from-saved-model", plain, "--out", blocked,
+                        "--block-repeated-words"]) == 0
+    assert export_main(["--from-saved-model", blocked, "--out", again]) == 0
+    cards = [json.load(open(f"{m}/model_card.json")) for m in (plain, blocked, again)]
+    assert [c["block_repeated_words"] for c in cards] == [False, True, True]
+    # Different captions, different version (catalog rows carry it); no suffix piles up.
+    assert not cards[0]["version"].endswith("+norep")
+    assert cards[1]["version"] == cards[2]["version"] == cards[0]["version"] + "+norep"
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    for model in (blocked, again):
+        for caption in LoadedModel(model).predict(pixels).captions.reshape(-1):
+            words = caption.decode().split()
+            assert all(a != b for a, b in zip(words, words[1:])), words
+
+
 def test_trigram_ban_marks_only_words_completing_a_seen_trigram():
     from altbeam.model.serving.beam_search import repeated_trigram_ban
     tokens = tf.constant([[5, 6, 7, 5, 6, 0, 0], [5, 6, 5, 6, 0, 0, 0]], tf.int32)

@@ -101,13 +101,17 @@ def packaged(model_dir: str, card: dict) -> dict:
     }
 
 
-def grounding(dev_json: str, coco_json: str) -> dict:
+def model_scores(out: dict) -> dict:
+    """The exported model's row of an `altbeam evaluate --out` file (not a baseline's)."""
+    return next(v for k, v in out["scores"].items() if k.startswith("model"))
+
+
+def grounding(dev: dict, coco: dict) -> dict:
     """The card's ``evaluation.grounding``: `altbeam evaluate --model MODEL --out` on
     Flickr8k dev and on the shared COCO photos, with issue 17's targets met or missed."""
     sets = {}
-    for name, path in (("flickr8k_dev", dev_json), ("coco", coco_json)):
-        out = json.load(open(path))
-        scores = next(iter(v for k, v in out["scores"].items() if k.startswith("model")))
+    for name, out in (("flickr8k_dev", dev), ("coco", coco)):
+        scores = model_scores(out)
         gate = out["gate"]
         sets[name] = {"images": out["images"],
                       **{k: round(v, 4) for k, v in scores.items()},
@@ -128,11 +132,10 @@ def grounding(dev_json: str, coco_json: str) -> dict:
                          "--out COCO.json"]}
 
 
-def remeasured(evaluation: dict, dev_json: str) -> None:
+def remeasured(evaluation: dict, dev: dict) -> None:
     """A re-export that changes captions (e.g. concept-guided decoding) is scored again:
     the card's dev figures and targets come from that evaluation, not the source's."""
-    out = json.load(open(dev_json))
-    scores = next(iter(v for k, v in out["scores"].items() if k.startswith("model")))
+    scores = model_scores(dev)
     evaluation["model"] = {k: v for k, v in scores.items() if k in evaluation["model"]}
     evaluation["targets_met"] = {k: evaluation["model"][k] >= v for k, v in TARGETS.items()}
     evaluation["command"] = ("altbeam evaluate --model model/default --dataset "
@@ -165,8 +168,9 @@ def main() -> None:
     if a.note:
         card["note"] = a.note
     if a.grounding:
-        card["evaluation"]["grounding"] = grounding(*a.grounding)
-        remeasured(card["evaluation"], a.grounding[0])
+        dev, coco = (json.load(open(path)) for path in a.grounding)
+        card["evaluation"]["grounding"] = grounding(dev, coco)
+        remeasured(card["evaluation"], dev)
     card.pop("best_epoch", None)  # per member now
     with open(os.path.join(a.model_dir, "model_card.json"), "w") as f:
         json.dump(card, f, indent=2, sort_keys=True)

@@ -39,6 +39,9 @@ from altbeam.model.data.pixels import is_blank, too_small
 OK, UNSURE, CONTRADICTED = "ok", "unsure", "contradicted"
 TOO_SMALL, BLANK = "too_small", "blank"
 STATUSES = (OK, UNSURE, CONTRADICTED, TOO_SMALL, BLANK)
+UNTRUSTED = (UNSURE, CONTRADICTED)     # captioned, but not to be written as fact
+CAPTIONED = (OK, *UNTRUSTED)
+NO_CAPTION = (TOO_SMALL, BLANK)        # catalogued, but never captioned
 
 # The committed detectors (model/training/concepts.py): which concepts they cover.
 DETECTORS_NPZ = pathlib.Path(__file__).parents[1] / "data" / "concept_detectors.npz"
@@ -98,8 +101,8 @@ def covered_by_card(concept_head: Mapping | None) -> frozenset[str]:
     if not concept_head:
         return frozenset()
     sources = concept_head.get("sources") or {}
-    judged = {c for c in IMAGENET_TO_CONCEPT if c} if "imagenet" in sources else set()
-    return frozenset(judged | set((sources.get("detectors") or {}).get("concepts") or ()))
+    detectors = (sources.get("detectors") or {}).get("concepts") or ()
+    return covered_concepts(detectors) if "imagenet" in sources else frozenset(detectors)
 
 
 def keywords(concepts: Sequence, concept_scores: Sequence[float],

@@ -37,10 +37,7 @@ class HoldBackUndescribable(beam.DoFn):
 
     def process(self, keyed):
         info, pixels = keyed
-        md = info.metadata
-        # An unknown stored size (no header dimensions) falls back to the pixels alone.
-        status = (pixel_status(md.width, md.height, pixels)
-                  if md.width and md.height else pixel_status(1 << 16, 1 << 16, pixels))
+        status = pixel_status(info.metadata.width, info.metadata.height, pixels)
         if status is None:
             yield keyed
         else:

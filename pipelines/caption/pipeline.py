@@ -35,6 +35,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from altbeam.model.serving.caption_status import CAPTIONED
 from altbeam.pipelines.caption.decode import ReadAndDecode
 from altbeam.pipelines.caption.gate import HELD_BACK, HoldBackUndescribable, StatusCounts
 from altbeam.pipelines.caption.incremental import (
@@ -232,7 +233,7 @@ def format_summary(s: dict) -> str:
 def status_phrase(statuses: dict | None) -> str:
     """E.g. ' (ok 9, unsure 4, contradicted 5)': how the caption gate judged the captions
     ('' when nothing was captioned). Only `ok` captions are written back by default."""
-    judged = [(s, (statuses or {}).get(s, 0)) for s in ("ok", "unsure", "contradicted")]
+    judged = [(s, (statuses or {}).get(s, 0)) for s in CAPTIONED]
     if not sum(n for _, n in judged):
         return ""
     return " (" + ", ".join(f"{s} {n}" for s, n in judged) + ")"

@@ -74,7 +74,6 @@ STATUS_MEANINGS = {
     BLANK: "no caption: image blank (nearly uniform)",
     NOT_JUDGED: "not judged: written before the caption gate",
 }
-UNTRUSTED = (UNSURE, CONTRADICTED)
 # Run summary keys promoted to columns of the `runs` view (others stay in `summary`).
 RUN_KEYS = {"run_id": pa.string(), "model_version": pa.string(), "started_at": pa.string(),
             "finished_at": pa.string(), "captioned": pa.int64(), "failed": pa.int64(),

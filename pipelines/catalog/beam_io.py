@@ -13,6 +13,7 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from altbeam.model.serving.caption_status import NO_CAPTION
 from altbeam.pipelines.caption.decode import ImageInfo
 from altbeam.pipelines.caption.gate import gate_columns, held_back_columns
 from altbeam.pipelines.catalog.layout import (
@@ -30,7 +31,6 @@ V2_COLUMNS = ("caption_status", "objects", "keywords", "keyword_scores", "pixels
 # read; compliant nested types write lists as Parquet's standard LIST (element), which
 # BigQuery's list inference, Spark and pandas read as plain arrays.
 PARQUET_CODEC = "zstd"
-NO_CAPTION_STATUSES = ("too_small", "blank")   # catalogued, but never captioned
 
 
 def _from_us(us: int | None) -> dt.datetime | None:
@@ -185,7 +185,7 @@ def write_run_summary(_, *, catalog: str, run_id: str, started_at: float, config
     too_small / blank. ``skipped``: the listing's SkippedFiles (see `skipped_summary`)."""
     finished = time.time()
     seconds = max(finished - started_at, 1e-9)
-    no_caption = sum(statuses.get(s, 0) for s in NO_CAPTION_STATUSES)
+    no_caption = sum(statuses.get(s, 0) for s in NO_CAPTION)
     captioned = sum(statuses.values()) - no_caption
     summary = {
         "run_id": run_id,

@@ -20,8 +20,8 @@ import hashlib
 import html
 import math
 
-from altbeam.model.serving.caption_status import BLANK, OK, TOO_SMALL
-from altbeam.pipelines.catalog.api import NOT_JUDGED, STATUS_MEANINGS, UNTRUSTED
+from altbeam.model.serving.caption_status import NO_CAPTION, OK, UNTRUSTED
+from altbeam.pipelines.catalog.api import NOT_JUDGED, STATUS_MEANINGS
 from altbeam.pipelines.report.thumbs import Thumbnail
 from altbeam.pipelines.runtime.redact import redact
 
@@ -163,7 +163,7 @@ def _status_kind(status: str | None) -> str:
         return "ok"
     if status in UNTRUSTED:
         return "untrusted"
-    return "none" if status in (TOO_SMALL, BLANK) else "unknown"
+    return "none" if status in NO_CAPTION else "unknown"
 
 
 def _status_line(row: dict) -> str:

@@ -14,10 +14,12 @@ from PIL import Image, ImageSequence
 from altbeam.model.serving.caption_status import (
     BLANK,
     CONTRADICTED,
+    NO_CAPTION,
     OK,
     STATUSES,
     TOO_SMALL,
     UNSURE,
+    UNTRUSTED,
 )
 
 # field name (CLI / log) -> exiftool tag written; the key exiftool -G1 reads it back as.
@@ -87,7 +89,7 @@ _TEXT_KEY = re.compile(r"^(XMP-iptcCore:AltTextAccessibility|XMP-dc:Description|
 # The caption gate (catalog caption_status): only "ok" captions are written unless
 # --include-status adds these; too_small and blank rows have no caption at all. A NULL
 # status is a row catalogued before the gate existed: written as it always was.
-INCLUDABLE_STATUSES = (UNSURE, CONTRADICTED)
+INCLUDABLE_STATUSES = UNTRUSTED
 _NOT_WRITTEN_BECAUSE = {
     UNSURE: "caption marked unsure by the caption gate (the model is not sure of it)",
     CONTRADICTED: "caption marked contradicted by the caption gate (the CNN's concept "
@@ -105,7 +107,7 @@ def parse_include_status(text: str) -> tuple[str, ...]:
     names = [name.strip() for name in text.split(",")]
     choose = f"choose from {', '.join(INCLUDABLE_STATUSES)} (ok is always written)"
     for name in names:
-        if name in (TOO_SMALL, BLANK):
+        if name in NO_CAPTION:
             raise ValueError(f"{name!r} rows are never written: {_NOT_WRITTEN_BECAUSE[name]}; "
                              f"{choose}")
         if not name:

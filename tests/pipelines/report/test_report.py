@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from altbeam.pipelines.catalog.api import UNTRUSTED, connect
+from altbeam.model.serving.caption_status import UNTRUSTED
+from altbeam.pipelines.catalog.api import connect
 from altbeam.pipelines.report import commands as report
 from altbeam.pipelines.report.thumbs import make_thumbnail
 from altbeam.schemas.catalog import CATALOG_SCHEMA

@@ -16,7 +16,7 @@ from altbeam.pipelines.writeback import pipeline as writeback
 from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
 from altbeam.pipelines.writeback.files import Annotator
 from altbeam.pipelines.writeback.options import WritebackOptions
-from altbeam.pipelines.writeback.rules import pixel_frames, wrong_keywords
+from altbeam.pipelines.writeback.rules import as_list, pixel_frames, wrong_keywords
 from tests.pipelines.writeback.support import (
     CAPTION,
     annotate,
@@ -33,11 +33,6 @@ pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exifto
 
 ALT, SUBJECT, KEYWORDS = "XMP-iptcCore:AltTextAccessibility", "XMP-dc:Subject", "IPTC:Keywords"
 NO_CAPTION = {"caption": None, "score": None}
-
-
-def listed(value) -> list:
-    """A bag/list tag as exiftool -j gives it (one item: a scalar) -> a list."""
-    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def photo_with_keywords(sample_photos, folder, name, index=0):
@@ -69,7 +64,7 @@ def test_only_ok_captions_are_written_unless_include_status_says(sample_photos, 
     for key in ("ok", "old"):                           # ok, and not judged: as before
         assert by_name[f"{key}.jpg"]["action"] == "written"
         assert tags(paths[key])[ALT] == CAPTION
-    assert listed(tags(paths["ok"]).get(SUBJECT)) == ["bear"]
+    assert as_list(tags(paths["ok"]).get(SUBJECT)) == ["bear"]
     assert SUBJECT not in tags(paths["old"])            # no keywords in its row
     reasons = {key: by_name[f"{key}.jpg"]["reason"] for key in ("unsure", "contra",
                                                                "small", "blank")}
@@ -88,7 +83,7 @@ def test_only_ok_captions_are_written_unless_include_status_says(sample_photos, 
     result, by_name = run(cat, "--keywords", "--include-status", "unsure")
     assert by_name["unsure.jpg"]["action"] == "written"
     assert tags(paths["unsure"])[ALT] == CAPTION
-    assert listed(tags(paths["unsure"])[SUBJECT]) == ["bear"]
+    assert as_list(tags(paths["unsure"])[SUBJECT]) == ["bear"]
     assert by_name["contra.jpg"]["reason"].startswith("status_contradicted: ")
     assert by_name["ok.jpg"]["reason"].startswith("already_written: ")
 
@@ -156,8 +151,8 @@ def test_keywords_are_added_beside_a_persons_never_removed_nor_doubled(sample_ph
     for p in (jpeg, png):
         assert pixel_frames(str(p)) == pixels[p]        # bit-identical
         for key in ("XMP-dc:Subject", "IPTC:Keywords"):
-            old = listed(before[p].get(key))
-            assert listed(tags(p).get(key))[:len(old)] == old
+            old = as_list(before[p].get(key))
+            assert as_list(tags(p).get(key))[:len(old)] == old
 
     hashes = {p: sha(p) for p in (jpeg, png)}           # a re-run adds nothing
     result, by_name = run(cat, "--keywords")

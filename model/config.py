@@ -24,6 +24,13 @@ class ModelConfig:
     dropout: float = 0.5
     vocab_size: int = 0          # filled in from the vocabulary
     max_length: int = 22         # words generated at most (not counting <start>)
+    # Concept inputs (attention decoder only; model/training/concept_inputs.py): the LSTM
+    # reads the concept head's score of every concept at every step and the output layer
+    # sees them too, so words learned from text-only captions (whose concepts come from
+    # the text, with noise) can be said when the CNN scores their concept. concept_count
+    # is filled in from the concept vocabulary.
+    concept_inputs: bool = False
+    concept_count: int = 0
     # Decoding: beams returned (K) and the length normalisation exponent used to rank
     # finished beams: log p / length**alpha (0 = raw log-probability). The scores
     # returned are always length-normalised (log p / length), whatever the ranking.
@@ -49,6 +56,12 @@ class ModelConfig:
     # Seed of the validation carve-out (-1: `seed`). Runs meant to be ensembled should
     # share it, so their common validation images are unseen by every member.
     split_seed: int = -1
+    # Concept-input training: the share of image captions whose feature grid is zeroed
+    # (the decoder must also caption from concepts alone, as it does for text-only
+    # captions), and the share of a text-only caption's named concepts hidden from its
+    # concept vector (a classifier misses things).
+    grid_dropout: float = 0.25
+    text_concept_drop: float = 0.25
 
     @property
     def validation_seed(self) -> int:

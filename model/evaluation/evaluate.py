@@ -194,9 +194,17 @@ def main(argv) -> int:
         block = config.block_repeated_trigrams if a.block_trigrams is None else a.block_trigrams
         name = "decoder" if len(a.run) == 1 else f"ensemble of {len(a.run)}"
         name += f" (beam {k}, alpha {alpha:g}{', trigrams blocked' if block else ''})"
+        concepts = None
+        if config.concept_inputs:  # the head the run was trained with, on the same grids
+            from altbeam.model.training.concept_inputs import (
+                grid_concept_scores,
+                run_concept_head,
+            )
+            concepts = grid_concept_scores(run_concept_head(a.run[0], config.encoder),
+                                           data.features, config.grid)
         systems[name] = decode_features(
             decoder, data.features, k, config.max_length, alpha, vocab.words,
-            ban_unk=config.ban_unk, block_repeated_trigrams=block)
+            ban_unk=config.ban_unk, block_repeated_trigrams=block, concepts=concepts)
         card = {"run": a.run, "beam_width": k, "length_alpha": alpha,
                 "block_repeated_trigrams": block}
         gate, figures = {"available": False, "reason": NO_SAVED_MODEL}, None

@@ -76,6 +76,8 @@ class CaptionDecoder(tf.Module):
         self.embedding = var(emb.astype(np.float32), name="embedding")
         if c.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {c.decoder!r}: use one of {', '.join(DECODERS)}")
+        if c.concept_inputs and (c.decoder != "attention" or c.concept_count <= 0):
+            raise ValueError("concept_inputs needs the attention decoder and concept_count > 0")
         lstm_in = E + (C if c.decoder == "attention" else 0)
         self.lstm_kernel = var(_glorot(rng, (lstm_in + U, 4 * U)), name="lstm_kernel")
         bias = np.zeros(4 * U, np.float32)
@@ -97,6 +99,11 @@ class CaptionDecoder(tf.Module):
             self.out_context = var(_glorot(rng, (C, E)), name="out_context")
         else:
             self.image_embed = var(_glorot(rng, (C, E)), name="image_embed")
+        if c.concept_inputs:
+            # Two views of the concept scores: one added to the LSTM's word input, one
+            # to the deep output (a direct path from "the CNN sees a bear" to "bear").
+            self.concept_in = var(_glorot(rng, (c.concept_count, E)), name="concept_in")
+            self.concept_out = var(_glorot(rng, (c.concept_count, E)), name="concept_out")
         self.out_hidden = var(_glorot(rng, (U, E)), name="out_hidden")
         self.out_word = var(_glorot(rng, (E, V)), name="out_word")
         self.out_bias = var(np.zeros(V, np.float32), name="out_bias")
@@ -116,8 +123,10 @@ class CaptionDecoder(tf.Module):
     def projected_width(self) -> int:
         """Size of the last axis of what ``prepare`` returns as ``projected`` (an ensemble
         packs its members' along it)."""
-        return {"attention": self.config.attention_units,
-                "merge": self.config.lstm_units}.get(self.config.decoder, 1)
+        c = self.config
+        concept_views = 2 * c.embedding_dim if c.concept_inputs else 0
+        return {"attention": c.attention_units + concept_views,
+                "merge": c.lstm_units}.get(c.decoder, 1)
 
     def _v(self, variable):
         # Weights may be stored as float16 or int8 in an exported model (half / a quarter
@@ -160,12 +169,24 @@ class CaptionDecoder(tf.Module):
         h = tf.sigmoid(o) * tf.tanh(c)
         return h, c
 
-    def prepare(self, features, training: bool = False):
+    def prepare(self, features, training: bool = False, concepts=None):
         """Per-image work done once: features [B, L, C] -> (features, projected [B, L, A]);
-        for merge, projected is the image's Dense(U, relu) vector [B, 1, U]."""
+        for merge, projected is the image's Dense(U, relu) vector [B, 1, U]. With concept
+        inputs, ``concepts`` [B, concept_count] (the head's scores) are required and their
+        two views travel packed after A, broadcast along L ([B, L, A + 2E]), so the
+        search reorders them with the rest (as an ensemble packs its members)."""
         features = tf.cast(features, tf.float32)
         if self.config.decoder == "attention":
             projected = tf.einsum("blc,ca->bla", features, self._v(self.att_feat))
+            if self.config.concept_inputs:
+                if concepts is None:
+                    raise ValueError("this decoder reads concept scores: pass concepts")
+                concepts = tf.cast(concepts, tf.float32)
+                views = tf.concat([tf.matmul(concepts, self._v(self.concept_in)),
+                                   tf.matmul(concepts, self._v(self.concept_out))], -1)
+                views = tf.broadcast_to(views[:, None, :], tf.concat(
+                    [tf.shape(projected)[:2], tf.shape(views)[1:]], 0))
+                projected = tf.concat([projected, views], -1)
         elif self.config.decoder == "merge":
             pooled = self._dropout(tf.reduce_mean(features, axis=1), training)
             projected = tf.nn.relu(tf.matmul(pooled, self._v(self.merge_image))
@@ -200,13 +221,18 @@ class CaptionDecoder(tf.Module):
         if self.config.decoder == "merge":
             return self._merge_step(x, h, c, features, projected, training)
         if self.config.decoder == "attention":
+            concept_in = concept_out = 0.0
+            if self.config.concept_inputs:
+                A, E = self.config.attention_units, self.config.embedding_dim
+                concept_in, concept_out = projected[:, 0, A:A + E], projected[:, 0, A + E:]
+                projected = projected[..., :A]
             e = tf.tanh(projected + tf.matmul(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
             alpha = tf.nn.softmax(tf.squeeze(tf.einsum("bla,ak->blk", e, self._v(self.att_score)), -1))
             context = tf.einsum("bl,blc->bc", alpha, features)
             context = tf.sigmoid(tf.matmul(h, self._v(self.gate)) + self._v(self.gate_bias)) * context
-            h, c = self._lstm(tf.concat([x, context], axis=-1), h, c)
+            h, c = self._lstm(tf.concat([x + concept_in, context], axis=-1), h, c)
             deep = x + tf.matmul(self._dropout(h, training), self._v(self.out_hidden)) + tf.matmul(
-                context, self._v(self.out_context))
+                context, self._v(self.out_context)) + concept_out
         else:
             alpha = _uniform_attention(x, features)
             h, c = self._lstm(x, h, c)
@@ -224,10 +250,10 @@ class CaptionDecoder(tf.Module):
         return logits, h, c, _uniform_attention(x, features)
 
     # -- teacher forcing ----------------------------------------------------------------
-    def teacher_forced(self, features, tokens, training: bool = False):
+    def teacher_forced(self, features, tokens, training: bool = False, concepts=None):
         """features [B, L, C], tokens [B, T+1] (<start> .. <end> <pad>..) ->
         logits [B, T, V] predicting tokens[:, 1:], attention [B, T, L]."""
-        features, projected = self.prepare(features, training)
+        features, projected = self.prepare(features, training, concepts)
         h, c = self.init_state(features, training)
         inputs = tf.transpose(tokens[:, :-1])  # [T, B]
         steps = tf.shape(inputs)[0]
@@ -239,6 +265,11 @@ class CaptionDecoder(tf.Module):
             alpha_ta = alpha_ta.write(t, alpha)
         return (tf.transpose(logits_ta.stack(), [1, 0, 2]),
                 tf.transpose(alpha_ta.stack(), [1, 0, 2]))
+
+
+def reads_concepts(decoder) -> bool:
+    """Whether a decoder (or any member of an ensemble) needs concept scores to decode."""
+    return any(m.config.concept_inputs for m in getattr(decoder, "members", [decoder]))
 
 
 def _uniform_attention(rows, features):

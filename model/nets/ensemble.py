@@ -58,8 +58,8 @@ class DecoderEnsemble(tf.Module):
             m.to_int8()
         return self
 
-    def prepare(self, features, training: bool = False):
-        parts = [m.prepare(features, training) for m in self.members]
+    def prepare(self, features, training: bool = False, concepts=None):
+        parts = [m.prepare(features, training, concepts) for m in self.members]
         cells = tf.shape(parts[0][0])[1]
         # A member may project per image ([B, 1, P], merge) rather than per cell.
         packed = [tf.broadcast_to(p, tf.concat([tf.shape(p)[:1], [cells], tf.shape(p)[2:]], 0))

@@ -59,7 +59,8 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     guide, concept_scores: a ConceptGuide (model/serving/concept_guide.py) and the
     images' scores of every concept [N, T]: each step's logits are extended with the
     guide's novel words and biased by the scores; tokens then index the extended
-    vocabulary (``guide.words``).
+    vocabulary (``guide.words``). A decoder with concept inputs reads concept_scores
+    too (guide or not).
 
     Tokens after a beam's <end> are <pad>; ``lengths`` counts words including <end>.
     """
@@ -74,7 +75,7 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
         vocab = guide.extended_size
         word_bias = tf.repeat(guide.bias(concept_scores), K, axis=0)  # [N*K, V+X]
 
-    feats, projected = decoder.prepare(features)
+    feats, projected = decoder.prepare(features, concepts=concept_scores)
     h, c = decoder.init_state(feats)
     # Tile per-image tensors to N*K rows (beam-major within each image).
     tile = lambda x: tf.repeat(x, K, axis=0)  # noqa: E731

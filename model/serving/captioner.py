@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from altbeam.model.config import ModelConfig
 from altbeam.model.data.vocab import END_ID
+from altbeam.model.nets.decoder import reads_concepts
 from altbeam.model.serving.beam_search import beam_search, tokens_to_text
 
 
@@ -59,7 +60,8 @@ class Captioner(tf.Module):
         shape = tf.shape(grid)
         features = tf.reshape(grid, [shape[0], shape[1] * shape[2], shape[3]])
         c, guide = self.config, self.concept_guide
-        scores = self.concept_head.scores(grid) if guide is not None else None
+        needs_scores = guide is not None or reads_concepts(self.decoder)
+        scores = self.concept_head.scores(grid) if needs_scores else None
         def search(features, scores):
             return beam_search(self.decoder, features, c.beam_width, c.max_length,
                                c.length_alpha, c.ban_unk, c.block_repeated_trigrams, guide,

@@ -30,8 +30,10 @@ import os
 import shutil
 import sys
 
+from altbeam.model.nets.decoder import reads_concepts
 from altbeam.model.nets.ensemble import load_runs
 from altbeam.model.serving.captioner import Captioner, config_card
+from altbeam.model.training.concept_inputs import RECORD_FILE, check_export_head, run_detectors
 
 # How each --weights choice stores the decoder; the encoder always stays float32.
 WEIGHT_FORMATS = {
@@ -164,6 +166,8 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
     from altbeam.model.nets.encoder_cut import fine_tuned_encoder, fine_tuning_of
     tuned = fine_tuning_of(run_dirs)   # altbeam train --fine-tune: the run's own encoder
     decoder, vocab, config = load_runs(run_dirs)
+    if reads_concepts(decoder):
+        check_export_head(run_dirs, concept_head)
     config = config.replace(**decoding_changes(beam_width, length_alpha, max_length,
                                                block_repeated_trigrams, block_repeated_words))
     decoder.config = config
@@ -178,16 +182,16 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
         key = os.path.basename(os.path.abspath(d))
         key = os.path.abspath(d) if key in histories else key
         histories[key] = json.load(open(path)) if os.path.exists(path) else []
-        lm_path = os.path.join(d, "lm_pretrain.json")  # altbeam train --lm-text
-        if os.path.exists(lm_path):
-            pretraining[key] = json.load(open(lm_path))
+        for record in ("lm_pretrain.json", RECORD_FILE):  # --lm-text, --concept-inputs
+            path = os.path.join(d, record)
+            if os.path.exists(path):
+                pretraining.setdefault(record[:-5], {})[key] = json.load(open(path))
     if len(run_dirs) > 1:
         training = {"ensemble": len(run_dirs), "runs": histories}
     else:
         (name, history), = histories.items()
         training = {"history": history, "run_dir": name}
-    if pretraining:
-        training["lm_pretrain"] = pretraining
+    training.update(pretraining)
     variant = config.decoder + (f"-x{len(run_dirs)}" if len(run_dirs) > 1 else "")
     variant += f"-ft{tuned['cut_at']}" if tuned else ""
     version = _now().strftime("%Y.%m.%d-") + config.encoder + "-" + variant
@@ -333,7 +337,8 @@ def main(argv) -> int:
         from altbeam.model.config import ModelConfig
         encoder = ModelConfig.from_json(open(os.path.join(a.run_dir[0], "config.json")).read()
                                         ).encoder
-        head = (concept_head_for(encoder, a.encoder_weights, a.detectors, a.concepts_top_k)
+        head = (concept_head_for(encoder, a.encoder_weights,
+                                 a.detectors or run_detectors(a.run_dir[0]), a.concepts_top_k)
                 if a.concepts else None)
         path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length,
                       a.weights or "float16", a.encoder_weights, card, a.overwrite,

@@ -82,7 +82,10 @@ def _member_config(shapes: dict, scope: str, config: ModelConfig) -> ModelConfig
     if variant is None:
         raise RebuildError(f"no decoder variant's weights under {scope!r} in the checkpoint")
     attention = variant == "attention"
+    concepts = any(k.startswith(f"{scope}concept_in/") for k in shapes)
     return config.replace(
+        concept_inputs=concepts,
+        concept_count=shape("concept_in")[0] if concepts else 0,
         decoder=variant, vocab_size=vocab,
         embedding_dim=embedding, lstm_units=shape("lstm_bias")[0] // 4,
         feature_channels=shape("merge_image" if variant == "merge" else "init_h")[0],

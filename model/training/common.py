@@ -59,26 +59,30 @@ def caption_xent(logits, tokens, config: ModelConfig, mask=None):
 
 def decode_features(decoder, features: np.ndarray, beam_width: int, max_length: int,
                     length_alpha: float, words: list[str], batch: int = 128,
-                    ban_unk: bool = True, block_repeated_trigrams: bool = False) -> list[str]:
-    """Best caption per image, straight from cached features (no encoder)."""
+                    ban_unk: bool = True, block_repeated_trigrams: bool = False,
+                    concepts: np.ndarray | None = None) -> list[str]:
+    """Best caption per image, straight from cached features (no encoder); ``concepts``
+    [N, T]: the images' concept scores, for a decoder with concept inputs."""
     from altbeam.model.serving.beam_search import beam_search, tokens_to_text
     table = tf.constant(words)
-    search = tf.function(lambda f: tokens_to_text(table, beam_search(
+    search = tf.function(lambda f, s: tokens_to_text(table, beam_search(
         decoder, f, beam_width, max_length, length_alpha, ban_unk,
-        block_repeated_trigrams)["tokens"][:, 0]))
+        block_repeated_trigrams, concept_scores=s)["tokens"][:, 0]))
     out = []
     for s in range(0, len(features), batch):
-        out += [t.decode() for t in search(tf.constant(features[s:s + batch])).numpy()]
+        scores = None if concepts is None else tf.constant(concepts[s:s + batch], tf.float32)
+        out += [t.decode() for t in search(tf.constant(features[s:s + batch]), scores).numpy()]
     return out
 
 
 def validate(decoder, data: FeatureSet, config: ModelConfig, words: list[str],
-             beam_width: int | None = None) -> dict:
+             beam_width: int | None = None, concepts: np.ndarray | None = None) -> dict:
     from altbeam.model.evaluation.metrics import score_captions
     hyps = decode_features(decoder, data.features, beam_width or config.beam_width,
                            config.max_length, config.length_alpha, words,
                            ban_unk=config.ban_unk,
-                           block_repeated_trigrams=config.block_repeated_trigrams)
+                           block_repeated_trigrams=config.block_repeated_trigrams,
+                           concepts=concepts)
     refs = {i: caps for i, caps in zip(data.image_ids, data.captions)}
     return score_captions(refs, dict(zip(data.image_ids, hyps)), scorers=("bleu", "cider"),
                           tokenizer="simple")

@@ -41,9 +41,17 @@ def image_keys(name: str) -> set[str]:
 
 
 def read_exclusions(paths: list[str]) -> set[str]:
-    """Image keys from files with an image name at the start of each line."""
+    """Image keys from files with an image name at the start of each line, or from
+    caption files model/data/datasets.py reads (``.json``/``.jsonl``: every image in
+    them, e.g. the shared COCO photos' captions.jsonl)."""
+    from altbeam.model.data.datasets import load_dataset
     keys: set[str] = set()
     for path in paths:
+        if path.endswith((".json", ".jsonl")):
+            for item in load_dataset(path, missing_images="ignore"):
+                keys |= image_keys(item.image_id) | (image_keys(item.path) if item.path
+                                                     else set())
+            continue
         with open(path, encoding="utf-8") as f:
             for line in f:
                 if line.strip():

@@ -212,6 +212,9 @@ def finetune(source_run: str, features_dir: str, run_dir: str, epochs: int = 3,
     from altbeam.model.nets.encoder_cut import refuse_fine_tuned
     refuse_fine_tuned([source_run], "altbeam train --scst-from")
     decoder, vocab, config = load_decoder(source_run)
+    if config.concept_inputs:
+        raise SystemExit(f"altbeam train --scst-from: {source_run} reads concept scores; "
+                         "self-critical training of such a decoder is not supported yet")
     os.makedirs(run_dir, exist_ok=True)
     for name in ("config.json", "vocab.json"):
         shutil.copy(os.path.join(source_run, name), os.path.join(run_dir, name))

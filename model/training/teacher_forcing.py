@@ -42,10 +42,12 @@ class TeacherForcing:
     def use_data(self, data: FeatureSet, vocab: Vocabulary) -> None:
         self.data, self.pairs = data, encode_pairs(data, vocab, self.config.max_length)
 
-    def loss(self, features, tokens):
-        """(loss to minimise, caption cross-entropy) of the decoder on features [B, L, C]."""
+    def loss(self, features, tokens, concepts=None):
+        """(loss to minimise, caption cross-entropy) of the decoder on features [B, L, C]
+        (and concept scores [B, T] for a decoder with concept inputs)."""
         c = self.config
-        logits, alpha = self.decoder.teacher_forced(features, tokens, training=True)
+        logits, alpha = self.decoder.teacher_forced(features, tokens, training=True,
+                                                    concepts=concepts)
         mask = word_mask(tokens)
         caption_loss = caption_xent(logits, tokens, c, mask)
         loss = caption_loss
@@ -75,6 +77,10 @@ class TeacherForcing:
     def validation_set(self, data: FeatureSet) -> FeatureSet:
         """``data`` as the decoder sees it now (cached grids: as they are)."""
         return data
+
+    def concepts_of(self, data: FeatureSet):
+        """Concept scores of a split for decoding (None: this decoder reads none)."""
+        return None
 
     def begin_epoch(self, epoch: int, rng):
         self.lr = learning_rate_at(self.config.learning_rate, epoch)

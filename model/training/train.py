@@ -23,12 +23,15 @@ import numpy as np
 import tensorflow as tf
 
 from altbeam.model.config import ModelConfig
+from altbeam.model.data.concepts import CONCEPTS
 from altbeam.model.data.feature_records import FeatureSet, load_split
 from altbeam.model.data.vocab import Vocabulary
 from altbeam.model.nets.decoder import DECODERS
+from altbeam.model.serving.caption_status import DETECTORS_NPZ
+from altbeam.model.training import concept_inputs as concepts
 from altbeam.model.training import fine_tune as tuning
 from altbeam.model.training.common import validate, validation_split
-from altbeam.model.training.lm_pretrain import pretrain_from_text
+from altbeam.model.training.lm_pretrain import lm_captions, pretrain_from_text, read_exclusions
 from altbeam.model.training.loop import LoopState, RunFolder, run_epochs
 from altbeam.model.training.teacher_forcing import TeacherForcing
 
@@ -40,9 +43,13 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
           vocab_file: str | None = None, lm_text: list[str] | None = None,
           lm_exclude: list[str] | None = None, lm_epochs: int = 1, fine_tune: bool = False,
           encoder_learning_rate: float | None = None,
-          encoder_weights: str | None = "imagenet") -> dict:
+          encoder_weights: str | None = "imagenet", concept_head=None,
+          concept_text: list[str] | None = None,
+          concept_text_exclude: list[str] | None = None) -> dict:
     """``fine_tune``: train the encoder's top blocks too, on cut features (fine_tune.py;
-    ``encoder_weights``: the .pth the features were cut with, "imagenet" the package's)."""
+    ``encoder_weights``: the .pth the features were cut with, "imagenet" the package's).
+    ``config.concept_inputs``: the decoder reads ``concept_head``'s scores and also trains
+    on the text-only captions of ``concept_text`` (concept_inputs.py)."""
     os.makedirs(run_dir, exist_ok=True)
     full = load_split(features_dir, "train", limit)
     tuning.check_features(full, fine_tune)
@@ -50,11 +57,14 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
         config = tuning.fine_tune_config(config, full)
     else:
         config = config.replace(grid=int(np.sqrt(full.features.shape[1])),
+                                concept_count=len(CONCEPTS) if config.concept_inputs else 0,
                                 feature_channels=full.features.shape[2],
                                 encoder=full.encoder or config.encoder,
                                 image_size=full.image_size or config.image_size)
     train_set, val_set = validation_split(full, val_images, config)
-    vocab = _run_vocabulary(run_dir, resume, vocab_file, train_set, config)
+    text, text_record = _concept_text(config, fine_tune, concept_head, concept_text,
+                                      concept_text_exclude)
+    vocab = _run_vocabulary(run_dir, resume, vocab_file, train_set, config, text)
     config = config.replace(vocab_size=len(vocab))
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config.to_json())
@@ -63,6 +73,9 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
         objective = tuning.FineTuning(config, embeddings, full.cut_at, encoder_weights,
                                       encoder_learning_rate)
         tuning.write_settings(run_dir, full, encoder_weights, config, objective.encoder_lr)
+    elif config.concept_inputs:
+        objective = concepts.ConceptTeacherForcing(config, concept_head, text, embeddings)
+        concepts.keep_with_run(run_dir, concept_head, text_record)
     else:
         objective = TeacherForcing(config, embeddings)
     objective.use_data(train_set, vocab)
@@ -87,7 +100,8 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
     print(f"training {config.decoder} decoder"
           f"{f' and {config.encoder} blocks {full.cut_at}..' if fine_tune else ''}: "
           f"{len(train_set)} images, "
-          f"{len(objective.pairs)} captions, vocab {len(vocab)}, validation "
+          f"{len(objective.pairs)} captions"
+          f"{f' ({len(text)} text-only)' if text else ''}, vocab {len(vocab)}, validation "
           f"{len(val_set)} images", flush=True)
 
     def save_best():
@@ -103,22 +117,45 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
     run_epochs(objective, range(int(epoch_var) + 1, config.epochs + 1),
                np.random.default_rng(config.seed + int(epoch_var)), state,
                validate=lambda: validate(objective.decoder, objective.validation_set(val_set),
-                                         config, vocab.words),
+                                         config, vocab.words,
+                                         concepts=objective.concepts_of(val_set)),
                folder=folder, patience=config.patience)
     return {"run_dir": run_dir, "history": state.history, "best_val_cider": float(best_var),
             "config": dataclasses.asdict(config)}
 
 
+def _concept_text(config: ModelConfig, fine_tune: bool, head, sources, exclude_files):
+    """(text-only captions, their record) for a concept-input run; ([], {}) otherwise."""
+    if not config.concept_inputs:
+        if sources:
+            raise SystemExit("altbeam train: --concept-text needs --concept-inputs")
+        return [], {}
+    if fine_tune or config.decoder != "attention":
+        raise SystemExit("altbeam train: --concept-inputs needs the attention decoder on "
+                         "cached features (not --fine-tune)")
+    if head is None:
+        raise SystemExit("altbeam train: --concept-inputs needs a concept head")
+    exclude = read_exclusions(exclude_files or [])
+    text, dropped = lm_captions(sources or [], exclude)
+    if sources and not text:
+        raise SystemExit(f"altbeam train: no caption text left in {', '.join(sources)}")
+    print(f"concept inputs: {len(text)} text-only captions, {dropped} image(s) dropped by "
+          f"--concept-text-exclude", flush=True)
+    return text, {"text": sources or [], "exclude": exclude_files or [],
+                  "text_captions": len(text), "images_dropped": dropped}
+
+
 def _run_vocabulary(run_dir: str, resume: bool, vocab_file: str | None, train_set: FeatureSet,
-                    config: ModelConfig) -> Vocabulary:
-    """The run's vocab.json: kept on resume, copied from --vocab, else built."""
+                    config: ModelConfig, text: list[str] = ()) -> Vocabulary:
+    """The run's vocab.json: kept on resume, copied from --vocab, else built (from the
+    training captions and any text-only captions)."""
     vocab_path = os.path.join(run_dir, "vocab.json")
     if resume and os.path.exists(vocab_path):
         return Vocabulary.load(vocab_path)
     if vocab_file:  # a shared vocabulary lets several runs be ensembled at export
         vocab = Vocabulary.load(vocab_file)
     else:
-        vocab = Vocabulary.build((c for caps in train_set.captions for c in caps),
+        vocab = Vocabulary.build([c for caps in train_set.captions for c in caps] + list(text),
                                  config.min_word_count)
     vocab.save(vocab_path)
     return vocab
@@ -174,10 +211,20 @@ def parse_args(argv):
                     "top blocks' learning rate (default 0.1 x --learning-rate), same schedule")
     ap.add_argument("--encoder-weights", default="imagenet", help="with --fine-tune: the "
                     ".pth the features were cut with ('imagenet': the installed package)")
+    ap.add_argument("--concept-text", nargs="+", metavar="CAPTIONS", help="with "
+                    "--concept-inputs: text-only caption files trained on beside the images, "
+                    "their concepts read from the text (any dataset format)")
+    ap.add_argument("--concept-text-exclude", nargs="+", default=[], metavar="LIST",
+                    help="drop the text of these images (name lists or caption files, e.g. "
+                    "the evaluation photos' captions.jsonl)")
+    ap.add_argument("--detectors", metavar="FILE.npz", default=str(DETECTORS_NPZ),
+                    help="with --concept-inputs: the concept head's detectors (default: the "
+                    "committed model/data/concept_detectors.npz)")
     ap.add_argument("--vocab", help="reuse this vocab.json (e.g. another run's) instead of "
                     "building one; runs that share a vocabulary can be exported as an ensemble")
     for f in dataclasses.fields(ModelConfig):
-        if f.name in ("vocab_size", "grid", "feature_channels", "image_size", "encoder"):
+        if f.name in ("vocab_size", "grid", "feature_channels", "image_size", "encoder",
+                      "concept_count"):
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
@@ -200,9 +247,15 @@ def main(argv) -> int:
         return 0
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     config = ModelConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    head = None
+    if config.concept_inputs:
+        from altbeam.model.serving.export import concept_head_for
+        encoder = load_split(args.features, "train", 1).encoder or config.encoder
+        head = concept_head_for(encoder, "imagenet", args.detectors or None)
     result = train(config, args.features, args.out, args.val_images, args.limit, args.resume,
                    args.glove, args.vocab, args.lm_text, args.lm_exclude, args.lm_epochs,
-                   args.fine_tune, args.encoder_learning_rate, args.encoder_weights)
+                   args.fine_tune, args.encoder_learning_rate, args.encoder_weights, head,
+                   args.concept_text, args.concept_text_exclude)
     print(f"best validation CIDEr {result['best_val_cider']:.3f}; run folder {args.out}")
     return 0
 

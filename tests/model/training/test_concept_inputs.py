@@ -1,0 +1,149 @@
+"""A decoder that reads concept scores (ModelConfig.concept_inputs): text-only captions'
+concepts, the decoder's concept path, `altbeam train --concept-inputs` end to end, and
+export with the head it was trained on."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from altbeam.model.data.concepts import CONCEPTS
+from altbeam.model.data.vocab import Vocabulary
+from altbeam.model.nets.concept_head import ConceptHead, Detectors
+from altbeam.model.nets.decoder import CaptionDecoder, reads_concepts
+from altbeam.model.nets.ensemble import DecoderEnsemble
+from altbeam.model.serving.beam_search import beam_search, tokens_to_text
+from altbeam.model.serving.caption_status import covered_concepts
+from altbeam.model.serving.export import export, export_from_saved_model
+from altbeam.model.serving.saved_model import LoadedModel
+from altbeam.model.training.concept_inputs import (
+    ABSENT,
+    PRESENT,
+    noisy_concept_scores,
+    text_concept_ids,
+)
+from altbeam.model.training.train import train
+from tests.support.fake_runs import write_feature_shard
+from tests.support.tiny import tiny_config
+
+COLUMN = {c: t for t, c in enumerate(CONCEPTS)}
+T = len(CONCEPTS)
+
+
+def tiny_head(detectors: Detectors | None = None) -> ConceptHead:
+    rng = np.random.default_rng(5)
+    return ConceptHead(rng.normal(0, 1, (16, 1000)), rng.normal(0, 1, 1000), detectors, 6)
+
+
+def one_hot(*concepts: str, score: float = 0.9) -> np.ndarray:
+    row = np.zeros((1, T), np.float32)
+    for c in concepts:
+        row[0, COLUMN[c]] = score
+    return row
+
+
+def test_a_caption_sets_the_judgeable_concepts_it_names_and_person_for_a_man():
+    covered = covered_concepts()
+    ids = text_concept_ids("A man and a brown bear near two zebras on the grass", covered)
+    named = {CONCEPTS[i] for i in ids}
+    # "man" is judged as person (the head has no "man" score); bear, zebra, grass are covered.
+    assert named == {"person", "bear", "zebra", "grass"}
+    assert text_concept_ids("a zebra", frozenset({"horse"})).size == 0  # not judgeable
+
+
+def test_text_concept_scores_are_noisy_but_never_set_what_the_head_cannot_score():
+    covered_ids = np.array([COLUMN[c] for c in ("bear", "dog", "cat", "grass", "person")])
+    named = [np.array([COLUMN["bear"]]), np.array([], np.int32)] * 200
+    rng = np.random.default_rng(0)
+    scores = noisy_concept_scores(named, covered_ids, drop=0.25, rng=rng)
+    assert scores.shape == (400, T)
+    assert not scores[:, np.setdiff1d(np.arange(T), covered_ids)].any()
+    bear = scores[::2, COLUMN["bear"]]
+    seen = bear >= PRESENT[0]
+    assert 0.6 < seen.mean() < 0.9                       # about a quarter missed
+    assert (bear[~seen] <= ABSENT[1]).all()
+    # A caption naming nothing still gets a few weak spurious scores, never a strong one.
+    assert (scores[1::2] > 0).sum(axis=1).max() <= 2 and scores[1::2].max() <= ABSENT[1]
+    always_missed = noisy_concept_scores(named[:2], covered_ids, 1.0, rng)
+    assert always_missed[0, COLUMN["bear"]] <= ABSENT[1]
+
+
+def test_the_decoder_reads_concepts_and_refuses_to_decode_without_them():
+    config = tiny_config(concept_inputs=True, concept_count=T)
+    dec = CaptionDecoder(config)
+    assert reads_concepts(dec) and not reads_concepts(CaptionDecoder(tiny_config()))
+    assert reads_concepts(DecoderEnsemble([CaptionDecoder(tiny_config()), dec]))
+    features = tf.random.normal([2, 16, 16])
+    tokens = tf.constant([[1, 4, 5, 2], [1, 6, 2, 0]])
+    with pytest.raises(ValueError, match="pass concepts"):
+        dec.teacher_forced(features, tokens)
+    with_bear, _ = dec.teacher_forced(features, tokens, concepts=np.repeat(one_hot("bear"), 2, 0))
+    with_cat, _ = dec.teacher_forced(features, tokens, concepts=np.repeat(one_hot("cat"), 2, 0))
+    assert with_bear.shape == (2, 3, config.vocab_size)
+    assert not np.allclose(with_bear, with_cat)
+    for stored in (dec.to_float16(), CaptionDecoder(config).to_int8()):  # export storages
+        out = beam_search(stored, features, 2, 5, concept_scores=np.repeat(one_hot("cat"), 2, 0))
+        assert out["tokens"].shape == (2, 2, 5)
+    with pytest.raises(ValueError, match="attention decoder"):
+        CaptionDecoder(tiny_config(decoder="merge", concept_inputs=True, concept_count=T))
+
+
+@pytest.fixture(scope="module")
+def concept_run(tmp_path_factory):
+    """`train` with concept inputs: images whose captions never name a zebra or a bear,
+    and text-only captions that do (their concepts from the text)."""
+    tmp = tmp_path_factory.mktemp("concept_run")
+    feats = str(tmp / "features")
+    write_feature_shard(feats, "train", [["a dog on the grass", "a dog in the grass"],
+                                         ["a man with a ball", "a man on the street"]] * 6)
+    text = tmp / "text.json"
+    text.write_text(json.dumps({f"{k}.jpg": ["a zebra on the grass", "a bear in the water"]
+                                for k in range(40)} | {"eval.jpg": ["a cat on the grass"]}))
+    held_back = tmp / "held_back.txt"
+    held_back.write_text("eval.jpg\n")
+    detectors = Detectors(np.random.default_rng(1).normal(0, 0.1, (16, 2)).astype(np.float32),
+                          np.zeros(2, np.float32), ("person", "grass"), None, "test.npz")
+    head = tiny_head(detectors)
+    config = tiny_config(concept_inputs=True, epochs=12, batch_size=8, learning_rate=1e-2,
+                         min_word_count=1, attention_penalty=0.0, max_length=6)
+    run = str(tmp / "run")
+    result = train(config, feats, run, val_images=2, concept_head=head,
+                   concept_text=[str(text)], concept_text_exclude=[str(held_back)])
+    return run, head, result, tmp
+
+
+def test_training_learns_words_only_text_captions_have_and_says_them_from_concepts(concept_run):
+    run, head, result, _ = concept_run
+    record = json.load(open(f"{run}/concept_inputs.json"))
+    assert record["text_captions"] == 80 and record["images_dropped"] == 1
+    assert record["detectors"] == "test.npz"
+    vocab = Vocabulary.load(f"{run}/vocab.json")
+    assert {"zebra", "bear"} <= set(vocab.words) and "cat" not in vocab.words
+    assert result["config"]["concept_inputs"] and result["config"]["concept_count"] == T
+    from altbeam.model.training.common import load_decoder
+    decoder, vocab, _ = load_decoder(run)
+    blank = tf.zeros([2, 16, 16])  # concepts alone: what the text-only captions taught
+    scores = np.concatenate([one_hot("zebra", "grass"), one_hot("bear")])
+    out = beam_search(decoder, blank, 1, 6, ban_unk=True, concept_scores=scores)
+    said = [t.decode() for t in tokens_to_text(tf.constant(vocab.words), out["tokens"][:, 0]).numpy()]
+    assert "zebra" in said[0].split() and "bear" in said[1].split(), said
+
+
+def test_export_attaches_the_head_the_run_was_trained_with(concept_run, tmp_path):
+    run, head, _, _ = concept_run
+    with pytest.raises(SystemExit, match="--concepts"):
+        export(run, str(tmp_path / "no_head"))
+    with pytest.raises(SystemExit, match="concept_detectors.npz; the head given has none"):
+        export(run, str(tmp_path / "other_head"), concept_head=tiny_head())
+    path = export(run, str(tmp_path / "model"), concept_head=head, weights="int8")
+    card = json.load(open(f"{path}/model_card.json"))
+    assert card["training"]["concept_inputs"]["run"]["text_captions"] == 80
+    assert card["config"]["concept_inputs"]
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    out = LoadedModel(path).predict(images)
+    assert out.captions.shape == (3, 3) and out.concepts.shape == (3, 6)
+    # Re-exported from the SavedModel alone (runs gone): the same captions.
+    again = export_from_saved_model(path, str(tmp_path / "again"), concept_head=head)
+    np.testing.assert_array_equal(LoadedModel(again).predict(images).captions, out.captions)

@@ -100,10 +100,17 @@ class CaptionDecoder(tf.Module):
         else:
             self.image_embed = var(_glorot(rng, (C, E)), name="image_embed")
         if c.concept_inputs:
-            # Two views of the concept scores: one added to the LSTM's word input, one
-            # to the deep output (a direct path from "the CNN sees a bear" to "bear").
-            self.concept_in = var(_glorot(rng, (c.concept_count, E)), name="concept_in")
-            self.concept_out = var(_glorot(rng, (c.concept_count, E)), name="concept_out")
+            # Two views of the concept scores, one added to the LSTM's word input, one to
+            # the deep output; and a copy path (LSTM-C, Yao et al. 2017): scores -> word
+            # logits through concept_copy [T, V], scaled by a gate on the LSTM state that
+            # learns where a noun goes. The copy path is what lets "the CNN sees a bear"
+            # reach "bear" when the grid alone would say "dog".
+            T = c.concept_count
+            self.concept_in = var(_glorot(rng, (T, E)), name="concept_in")
+            self.concept_out = var(_glorot(rng, (T, E)), name="concept_out")
+            self.concept_copy = var(np.zeros((T, V), np.float32), name="concept_copy")
+            self.copy_gate = var(_glorot(rng, (U, 1)), name="copy_gate")
+            self.copy_gate_bias = var(np.zeros(1, np.float32), name="copy_gate_bias")
         self.out_hidden = var(_glorot(rng, (U, E)), name="out_hidden")
         self.out_word = var(_glorot(rng, (E, V)), name="out_word")
         self.out_bias = var(np.zeros(V, np.float32), name="out_bias")
@@ -124,8 +131,7 @@ class CaptionDecoder(tf.Module):
         """Size of the last axis of what ``prepare`` returns as ``projected`` (an ensemble
         packs its members' along it)."""
         c = self.config
-        concept_views = 2 * c.embedding_dim if c.concept_inputs else 0
-        return {"attention": c.attention_units + concept_views,
+        return {"attention": c.attention_units + (c.concept_count if c.concept_inputs else 0),
                 "merge": c.lstm_units}.get(c.decoder, 1)
 
     def _v(self, variable):
@@ -172,9 +178,9 @@ class CaptionDecoder(tf.Module):
     def prepare(self, features, training: bool = False, concepts=None):
         """Per-image work done once: features [B, L, C] -> (features, projected [B, L, A]);
         for merge, projected is the image's Dense(U, relu) vector [B, 1, U]. With concept
-        inputs, ``concepts`` [B, concept_count] (the head's scores) are required and their
-        two views travel packed after A, broadcast along L ([B, L, A + 2E]), so the
-        search reorders them with the rest (as an ensemble packs its members)."""
+        inputs, ``concepts`` [B, T] (the head's scores) are required and travel packed
+        after A, broadcast along L ([B, L, A + T]), so the search reorders them with the
+        rest (as an ensemble packs its members)."""
         features = tf.cast(features, tf.float32)
         if self.config.decoder == "attention":
             projected = tf.einsum("blc,ca->bla", features, self._v(self.att_feat))
@@ -182,11 +188,9 @@ class CaptionDecoder(tf.Module):
                 if concepts is None:
                     raise ValueError("this decoder reads concept scores: pass concepts")
                 concepts = tf.cast(concepts, tf.float32)
-                views = tf.concat([tf.matmul(concepts, self._v(self.concept_in)),
-                                   tf.matmul(concepts, self._v(self.concept_out))], -1)
-                views = tf.broadcast_to(views[:, None, :], tf.concat(
-                    [tf.shape(projected)[:2], tf.shape(views)[1:]], 0))
-                projected = tf.concat([projected, views], -1)
+                concepts = tf.broadcast_to(concepts[:, None, :], tf.concat(
+                    [tf.shape(projected)[:2], tf.shape(concepts)[1:]], 0))
+                projected = tf.concat([projected, concepts], -1)
         elif self.config.decoder == "merge":
             pooled = self._dropout(tf.reduce_mean(features, axis=1), training)
             projected = tf.nn.relu(tf.matmul(pooled, self._v(self.merge_image))
@@ -223,9 +227,10 @@ class CaptionDecoder(tf.Module):
         if self.config.decoder == "attention":
             concept_in = concept_out = 0.0
             if self.config.concept_inputs:
-                A, E = self.config.attention_units, self.config.embedding_dim
-                concept_in, concept_out = projected[:, 0, A:A + E], projected[:, 0, A + E:]
-                projected = projected[..., :A]
+                A = self.config.attention_units
+                scores, projected = projected[:, 0, A:], projected[..., :A]
+                concept_in = tf.matmul(scores, self._v(self.concept_in))
+                concept_out = tf.matmul(scores, self._v(self.concept_out))
             e = tf.tanh(projected + tf.matmul(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
             alpha = tf.nn.softmax(tf.squeeze(tf.einsum("bla,ak->blk", e, self._v(self.att_score)), -1))
             context = tf.einsum("bl,blc->bc", alpha, features)
@@ -238,6 +243,9 @@ class CaptionDecoder(tf.Module):
             h, c = self._lstm(x, h, c)
             deep = x + tf.matmul(self._dropout(h, training), self._v(self.out_hidden))
         logits = tf.matmul(self._dropout(tf.tanh(deep), training), self._v(self.out_word)) + self._v(self.out_bias)
+        if self.config.decoder == "attention" and self.config.concept_inputs:
+            gate = tf.sigmoid(tf.matmul(h, self._v(self.copy_gate)) + self._v(self.copy_gate_bias))
+            logits += gate * tf.matmul(scores, self._v(self.concept_copy))
         return logits, h, c, alpha
 
     def _merge_step(self, x, h, c, features, projected, training: bool):

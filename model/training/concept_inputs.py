@@ -1,7 +1,7 @@
 """Training a decoder that reads concept scores, on images and on text-only captions.
 
-The family of DCC / NOC (Hendricks et al. 2016, Venugopalan et al. 2017) and LSTM-A
-(Yao et al. 2017): the decoder (``ModelConfig.concept_inputs``, model/nets/decoder.py)
+The family of DCC / NOC (Hendricks et al. 2016, Venugopalan et al. 2017), LSTM-A and
+LSTM-C's copying (Yao et al. 2017): the decoder (``ModelConfig.concept_inputs``, model/nets/decoder.py)
 sees the concept head's score of every concept at every word, and two kinds of caption
 train it in the same batches:
 
@@ -41,6 +41,23 @@ RECORD_FILE = "concept_inputs.json"
 # Scores a text caption's concepts get: a named concept the "classifier" sees scores in
 # PRESENT; one it misses (text_concept_drop) and a few spurious ones score in ABSENT.
 PRESENT, ABSENT, SPURIOUS_PER_CAPTION = (0.3, 1.0), (0.0, 0.1), 2
+# The copy path's start: a word's logit rises by this x its concept's score (the gate
+# halves it at first), a head start for rare words the LSTM learns slowly.
+COPY_INIT = 2.0
+
+
+def copy_table(words: list[str], value: float = COPY_INIT) -> np.ndarray:
+    """[T, V] start of the decoder's copy path: ``value`` where vocabulary word v names
+    concept t (any surface form; person words also under person, as the gate judges them),
+    else 0."""
+    from altbeam.model.data.concepts import concept_table
+    table, column = concept_table(), {c: t for t, c in enumerate(CONCEPTS)}
+    out = np.zeros((len(CONCEPTS), len(words)), np.float32)
+    for v, word in enumerate(words):
+        concept = table.term_of(word)
+        for c in {concept, judged_as(concept)} if concept else ():
+            out[column[c], v] = value
+    return out
 
 
 def head_covered(head) -> frozenset[str]:
@@ -108,6 +125,7 @@ class ConceptTeacherForcing(TeacherForcing):
 
     def use_data(self, data: FeatureSet, vocab: Vocabulary) -> None:
         super().use_data(data, vocab)
+        self.decoder.concept_copy.assign(copy_table(vocab.words))  # a resume restores later
         self.image_scores = self.concepts_of(data)
         self.pairs += [(-1 - j, vocab.encode(c, self.config.max_length))
                        for j, c in enumerate(self.text_captions)]

@@ -20,7 +20,9 @@ from altbeam.model.serving.export import export, export_from_saved_model
 from altbeam.model.serving.saved_model import LoadedModel
 from altbeam.model.training.concept_inputs import (
     ABSENT,
+    COPY_INIT,
     PRESENT,
+    copy_table,
     noisy_concept_scores,
     text_concept_ids,
 )
@@ -88,6 +90,26 @@ def test_the_decoder_reads_concepts_and_refuses_to_decode_without_them():
         assert out["tokens"].shape == (2, 2, 5)
     with pytest.raises(ValueError, match="attention decoder"):
         CaptionDecoder(tiny_config(decoder="merge", concept_inputs=True, concept_count=T))
+
+
+def test_the_copy_path_starts_from_the_words_that_name_each_concept():
+    words = ["<pad>", "a", "bear", "bears", "man", "red", "toilet"]
+    table = copy_table(words)
+    assert table.shape == (T, len(words))
+    named = {w: {CONCEPTS[t] for t in np.flatnonzero(table[:, v])} for v, w in enumerate(words)}
+    assert named == {"<pad>": set(), "a": set(), "bear": {"bear"}, "bears": {"bear"},
+                     "man": {"man", "person"}, "red": set(), "toilet": {"toilet"}}
+    assert set(table[table > 0]) == {COPY_INIT}
+    # Through the decoder: the copy path raises the words of the concepts that score.
+    config = tiny_config(concept_inputs=True, concept_count=T, vocab_size=len(words))
+    dec = CaptionDecoder(config)
+    features, tokens = tf.zeros([1, 16, 16]), tf.constant([[1, 5, 2]])
+    before, _ = dec.teacher_forced(features, tokens, concepts=one_hot("bear"))
+    dec.concept_copy.assign(table)
+    after, _ = dec.teacher_forced(features, tokens, concepts=one_hot("bear"))
+    rise = (after - before).numpy()[0, 0]
+    assert rise[words.index("bear")] > 0.5 and rise[words.index("bears")] > 0.5
+    assert rise[words.index("toilet")] == rise[words.index("a")] == 0
 
 
 @pytest.fixture(scope="module")

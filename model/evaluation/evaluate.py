@@ -35,7 +35,7 @@ from altbeam.model.evaluation.gate import (
     photo_pixel_status,
     photo_statuses,
 )
-from altbeam.model.serving.caption_status import DEFAULT_THRESHOLDS
+from altbeam.model.serving.caption_status import DEFAULT_THRESHOLDS, GateThresholds
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr",
            "CHAIR-s", "CHAIR-i", "coverage")
@@ -88,16 +88,17 @@ def run_model(info, paths: list[str], batch_size: int = 32,
 
 
 def gate_report(outputs: PhotoOutputs, ids: list[str], references: dict[str, list[str]],
-                judged: frozenset[str]):
+                judged: frozenset[str], thresholds: GateThresholds = DEFAULT_THRESHOLDS):
     """(the JSON's "gate" section, the figures or None): the caption gate on the model's
     best captions (model/evaluation/gate.py), or why it is not available."""
     if outputs.concepts is None:
         return {"available": False, "reason": NO_HEAD}, None
     statuses = photo_statuses(outputs.captions, outputs.scores, outputs.concepts,
-                              outputs.concept_scores, outputs.pixel_statuses, judged)
+                              outputs.concept_scores, outputs.pixel_statuses, judged,
+                              thresholds)
     figures = gate_figures(statuses, outputs.captions, [references[i] for i in ids])
     return {"available": True, "judged_concepts": len(judged),
-            "thresholds": dataclasses.asdict(DEFAULT_THRESHOLDS), **figures.as_dict(),
+            "thresholds": dataclasses.asdict(thresholds), **figures.as_dict(),
             "statuses": dict(zip(ids, statuses))}, figures
 
 
@@ -231,7 +232,7 @@ def main(argv) -> int:
         outputs = run_model(info, [i.path for i in items], a.batch_size)
         name = "model " + str(card.get("version", ""))
         systems[name] = outputs.captions
-        gate, figures = gate_report(outputs, ids, refs, info.judged)
+        gate, figures = gate_report(outputs, ids, refs, info.judged, info.thresholds)
     if a.features and not a.no_baselines and a.split != "val":
         systems.update(baseline_captions(a.features, a.split, ids))
     table = score_table(refs, systems, a.tokenizer)

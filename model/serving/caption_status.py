@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import cache, lru_cache
 
 import numpy as np
@@ -69,6 +69,23 @@ class GateThresholds:
 
 
 DEFAULT_THRESHOLDS = GateThresholds()
+CARD_KEY = "caption_gate"   # model_card.json: {"caption_gate": {"thresholds": {...}}}
+
+
+def thresholds_from_card(card: Mapping | None) -> GateThresholds:
+    """The gate thresholds a model card names (``caption_gate.thresholds``, chosen for
+    that model: its caption scores have their own scale), else the defaults; fields the
+    card does not name keep their default. ValueError for an unknown or non-numeric field."""
+    given = ((card or {}).get(CARD_KEY) or {}).get("thresholds") or {}
+    known = {f.name for f in fields(GateThresholds)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValueError(f"model card {CARD_KEY}.thresholds: unknown field(s) {unknown}; "
+                         f"known: {sorted(known)}")
+    try:
+        return replace(DEFAULT_THRESHOLDS, **{k: float(v) for k, v in given.items()})
+    except (TypeError, ValueError):
+        raise ValueError(f"model card {CARD_KEY}.thresholds must be numbers, got {given}") from None
 # A concept becomes a catalog keyword (and, with writeback --keywords, an XMP/IPTC
 # keyword in the file) at this score: a keyword is written as fact with no caption
 # around it. The lowest score band with precision >= 0.9 against the references on the

@@ -20,7 +20,12 @@ import json
 
 import numpy as np
 
-from altbeam.model.serving.caption_status import covered_by_card
+from altbeam.model.serving.caption_status import (
+    DEFAULT_THRESHOLDS,
+    GateThresholds,
+    covered_by_card,
+    thresholds_from_card,
+)
 from altbeam.model.serving.model_fetch import DEFAULT_STORAGE, Storage, localize_model
 
 SERVING_SIGNATURE = "serving_default"
@@ -36,6 +41,8 @@ class ModelInfo:
     concepts: int = 0        # Kc: concepts per image (0: the card names no concept head)
     # Concepts its head can judge (caption_status.covered_by_card): the gate's evidence.
     judged: frozenset[str] = frozenset()
+    # The caption gate's thresholds for this model (its card's, else the defaults).
+    thresholds: GateThresholds = DEFAULT_THRESHOLDS
 
 
 def read_model_card(model_dir: str, storage: Storage | None = None) -> dict:
@@ -66,7 +73,8 @@ def read_model_info(model_dir: str, storage: Storage | None = None) -> ModelInfo
     return ModelInfo(path=model_dir, image_size=int(size), beam_width=int(beams or 0),
                      version=str(card.get("version") or "unknown"), name=card.get("name"),
                      concepts=int((card.get("concept_head") or {}).get("top_k") or 0),
-                     judged=covered_by_card(card.get("concept_head")))
+                     judged=covered_by_card(card.get("concept_head")),
+                     thresholds=thresholds_from_card(card))
 
 
 def enable_gpu_memory_growth() -> None:

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 import apache_beam as beam
 
 from altbeam.model.serving.caption_status import (
+    DEFAULT_THRESHOLDS,
     STATUSES,
+    GateThresholds,
     caption_status,
     keywords,
     pixel_status,
@@ -45,13 +47,15 @@ class HoldBackUndescribable(beam.DoFn):
             yield beam.pvalue.TaggedOutput(HELD_BACK, (info, status))
 
 
-def gate_columns(inference: dict, judged: Iterable[str]) -> dict:
+def gate_columns(inference: dict, judged: Iterable[str],
+                 thresholds: GateThresholds = DEFAULT_THRESHOLDS) -> dict:
     """The catalog's version-2 columns for a captioned image, from its model outputs
-    (captions, scores, and concepts/concept_scores when the model has a concept head)."""
+    (captions, scores, and concepts/concept_scores when the model has a concept head);
+    ``thresholds``: the model's (ModelInfo.thresholds)."""
     concepts = inference.get("concepts") or []
     concept_scores = inference.get("concept_scores") or []
     status, objects = caption_status(inference["captions"][0], inference["scores"][0],
-                                     concepts, concept_scores,
+                                     concepts, concept_scores, thresholds,
                                      covered=frozenset(judged))
     words, word_scores = keywords(concepts, concept_scores)
     return {"caption_status": status, "objects": objects, "keywords": words,

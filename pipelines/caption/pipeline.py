@@ -117,7 +117,8 @@ def build(p: beam.Pipeline, config: CaptionConfig,
     rows = ((inferred["captioned"], gated[HELD_BACK])
             | "CaptionedAndHeldBack" >> beam.Flatten()
             | "ToCatalogRows" >> beam.ParDo(
-                ToCatalogRows(model.version, config.run_id, pd, model.judged)))
+                ToCatalogRows(model.version, config.run_id, pd, model.judged,
+                              model.thresholds)))
     inference_errors = inferred["errors"] | "CountInferenceErrors" >> beam.ParDo(
         TallyEach("failed", pd, also=("done",)))
 

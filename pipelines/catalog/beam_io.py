@@ -13,7 +13,7 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from altbeam.model.serving.caption_status import NO_CAPTION
+from altbeam.model.serving.caption_status import DEFAULT_THRESHOLDS, NO_CAPTION
 from altbeam.pipelines.caption.decode import ImageInfo
 from altbeam.pipelines.caption.gate import gate_columns, held_back_columns
 from altbeam.pipelines.catalog.layout import (
@@ -102,14 +102,16 @@ class ToCatalogRows(beam.DoFn):
     (ImageInfo, status) for an image held back before captioning (too_small / blank) ->
     its row without a caption (pipelines/caption/gate.py).
 
-    ``judged``: the concepts the model's head can judge (ModelInfo.judged)."""
+    ``judged``: the concepts the model's head can judge (ModelInfo.judged);
+    ``thresholds``: the model's gate thresholds (ModelInfo.thresholds; None: defaults)."""
 
     def __init__(self, model_version: str, run_id: str, progress_dir: str | None = None,
-                 judged: frozenset[str] = frozenset()):
+                 judged: frozenset[str] = frozenset(), thresholds=None):
         self._version = model_version
         self._run_id = run_id
         self._progress_dir = progress_dir
         self._judged = judged
+        self._thresholds = thresholds or DEFAULT_THRESHOLDS
 
     def setup(self):
         self._tally = Tally(self._progress_dir)
@@ -125,7 +127,7 @@ class ToCatalogRows(beam.DoFn):
         inference = result.inference
         yield catalog_row(info, inference["captions"], inference["scores"],
                           self._version, self._run_id,
-                          **gate_columns(inference, self._judged))
+                          **gate_columns(inference, self._judged, self._thresholds))
 
     def finish_bundle(self):
         self._tally.flush()

@@ -96,3 +96,18 @@ def test_the_gate_imports_no_tensorflow_or_beam():
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not {n for n in names if n.split(".")[0] in ("tensorflow", "keras", "apache_beam")}
+
+
+def test_thresholds_come_from_the_model_card_field_by_field():
+    default = gate.DEFAULT_THRESHOLDS
+    assert gate.thresholds_from_card({}) == default == gate.thresholds_from_card(None)
+    assert gate.thresholds_from_card({"caption_gate": {}}) == default
+    mine = gate.thresholds_from_card({"caption_gate": {"thresholds": {
+        "min_caption_score": -1.6, "support": "0.02"}}})
+    assert (mine.min_caption_score, mine.support) == (-1.6, 0.02)
+    assert (mine.contradict_below, mine.confident) == (default.contradict_below,
+                                                       default.confident)
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['min_score'\]"):
+        gate.thresholds_from_card({"caption_gate": {"thresholds": {"min_score": -1}}})
+    with pytest.raises(ValueError, match="must be numbers"):
+        gate.thresholds_from_card({"caption_gate": {"thresholds": {"support": "high"}}})

@@ -4,6 +4,7 @@ The end-to-end cases run the bundled model (its concept head and detectors) on b
 sample photos, through the real DirectRunner, and read the Parquet catalog back."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import apache_beam as beam
@@ -131,3 +132,23 @@ def test_bundled_model_card_lists_what_its_head_judges():
     assert {"bear", "dog", "person", "grass", "street"} <= judged
     # No ImageNet class and no detector: the gate takes a caption at its word there.
     assert not {"kitchen", "giraffe", "sky"} & judged
+
+
+def test_a_model_card_can_carry_its_own_gate_thresholds(sample_photos, tmp_path):
+    """A model's caption scores have their own scale: the gate reads the thresholds its
+    card names (caption_gate.thresholds) in the caption job, not only the defaults."""
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    card_path = model / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["caption_gate"] = {"thresholds": {"min_caption_score": 0.0}}  # nothing is that sure
+    card_path.write_text(json.dumps(card))
+    info = read_model_info(str(model))
+    assert info.thresholds.min_caption_score == 0.0
+    assert info.thresholds.contradict_below == read_model_info(DEFAULT_MODEL_DIR).thresholds.contradict_below
+    src, cat = tmp_path / "in", tmp_path / "cat"
+    src.mkdir()
+    shutil.copy(sample_photos / DOG, src / DOG)
+    caption.run([str(src), "--catalog", str(cat), "--model", str(model), "--no-progress"])
+    row, = read_table_rows(str(cat), "catalog")
+    assert row["caption_status"] == "unsure"   # "ok" with the default thresholds (above)

@@ -210,7 +210,8 @@ def parse_args(argv):
     ap.add_argument("--encoder-learning-rate", type=float, help="with --fine-tune: the "
                     "top blocks' learning rate (default 0.1 x --learning-rate), same schedule")
     ap.add_argument("--encoder-weights", default="imagenet", help="with --fine-tune: the "
-                    ".pth the features were cut with ('imagenet': the installed package)")
+                    ".pth the features were cut with; with --concept-inputs: the .pth whose "
+                    "ImageNet layer scores the concepts ('imagenet': the installed package)")
     ap.add_argument("--concept-text", nargs="+", metavar="CAPTIONS", help="with "
                     "--concept-inputs: text-only caption files trained on beside the images, "
                     "their concepts read from the text (any dataset format)")
@@ -251,7 +252,7 @@ def main(argv) -> int:
     if config.concept_inputs:
         from altbeam.model.serving.export import concept_head_for
         encoder = load_split(args.features, "train", 1).encoder or config.encoder
-        head = concept_head_for(encoder, "imagenet", args.detectors or None)
+        head = concept_head_for(encoder, args.encoder_weights, args.detectors or None)
     result = train(config, args.features, args.out, args.val_images, args.limit, args.resume,
                    args.glove, args.vocab, args.lm_text, args.lm_exclude, args.lm_epochs,
                    args.fine_tune, args.encoder_learning_rate, args.encoder_weights, head,

@@ -169,3 +169,17 @@ def test_export_attaches_the_head_the_run_was_trained_with(concept_run, tmp_path
     # Re-exported from the SavedModel alone (runs gone): the same captions.
     again = export_from_saved_model(path, str(tmp_path / "again"), concept_head=head)
     np.testing.assert_array_equal(LoadedModel(again).predict(images).captions, out.captions)
+
+
+def test_concept_text_without_concept_inputs_is_a_clear_error(tmp_path):
+    from altbeam.model.training.train import main as train_main
+    feats = str(tmp_path / "features")
+    write_feature_shard(feats, "train", [["a dog"], ["a cat"]] * 5)
+    text = tmp_path / "text.json"
+    text.write_text(json.dumps({"1.jpg": ["a bear"]}))
+    with pytest.raises(SystemExit, match="--concept-text needs --concept-inputs"):
+        train_main(["--features", feats, "--out", str(tmp_path / "run"), "--epochs", "1",
+                    "--val-images", "2", "--concept-text", str(text)])
+    with pytest.raises(SystemExit, match="needs the attention decoder"):
+        train(tiny_config(concept_inputs=True, decoder="merge"), feats,
+              str(tmp_path / "run2"), val_images=2, concept_head=tiny_head())

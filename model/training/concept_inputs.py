@@ -1,9 +1,10 @@
 """Training a decoder that reads concept scores, on images and on text-only captions.
 
 The family of DCC / NOC (Hendricks et al. 2016, Venugopalan et al. 2017), LSTM-A and
-LSTM-C's copying (Yao et al. 2017): the decoder (``ModelConfig.concept_inputs``, model/nets/decoder.py)
-sees the concept head's score of every concept at every word, and two kinds of caption
-train it in the same batches:
+LSTM-C's copying (Yao et al. 2017): the decoder (``ModelConfig.concept_inputs``,
+model/nets/decoder.py) sees the concept head's score of every concept at every word,
+its copy path starting from `copy_table`, and two kinds of caption train it in the same
+batches:
 
 * image captions: the cached feature grid and the concept head's scores of that grid
   (model/nets/concept_head.py, the head the exported model computes from the same

@@ -58,6 +58,7 @@ def _imagenet_rows() -> tuple[tuple[str, str, str], ...]:
 
 
 CONCEPTS: tuple[str, ...] = concept_table().terms
+CONCEPT_INDEX: dict[str, int] = {c: t for t, c in enumerate(CONCEPTS)}  # word -> column
 # For each of the 1,000 ImageNet classes (index order): its concept, or None.
 IMAGENET_TO_CONCEPT: tuple[str | None, ...] = tuple(c or None for _, _, c in _imagenet_rows())
 # ImageNet-1k's WordNet ids in index order (n01440764, …).
@@ -67,11 +68,10 @@ IMAGENET_WNIDS: tuple[str, ...] = tuple(wnid for wnid, _, _ in _imagenet_rows())
 @cache
 def _concept_matrix() -> np.ndarray:
     """[1000, T] float32: 1 where class i belongs to concept t."""
-    column = {c: t for t, c in enumerate(CONCEPTS)}
     matrix = np.zeros((IMAGENET_CLASSES, len(CONCEPTS)), np.float32)
     for i, concept in enumerate(IMAGENET_TO_CONCEPT):
         if concept:
-            matrix[i, column[concept]] = 1.0
+            matrix[i, CONCEPT_INDEX[concept]] = 1.0
     matrix.flags.writeable = False
     return matrix
 

@@ -243,7 +243,7 @@ class CaptionDecoder(tf.Module):
             h, c = self._lstm(x, h, c)
             deep = x + tf.matmul(self._dropout(h, training), self._v(self.out_hidden))
         logits = tf.matmul(self._dropout(tf.tanh(deep), training), self._v(self.out_word)) + self._v(self.out_bias)
-        if self.config.decoder == "attention" and self.config.concept_inputs:
+        if self.config.concept_inputs:  # attention only (__init__), scores read above
             gate = tf.sigmoid(tf.matmul(h, self._v(self.copy_gate)) + self._v(self.copy_gate_bias))
             logits += gate * tf.matmul(scores, self._v(self.concept_copy))
         return logits, h, c, alpha

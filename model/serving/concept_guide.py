@@ -44,7 +44,7 @@ import tensorflow as tf
 # "glass bowl"): as a single decoder word they are mostly the modifier, never biased.
 from altbeam.model.data.caption_terms import _MODIFIER_HOMONYMS as MODIFIER_HOMONYMS
 from altbeam.model.data.caption_terms import plural_forms
-from altbeam.model.data.concepts import CONCEPTS, concept_table
+from altbeam.model.data.concepts import CONCEPT_INDEX, CONCEPTS, concept_table
 from altbeam.model.serving.caption_status import covered_concepts, judged_as
 
 MODES = ("none", "bias", "transfer")
@@ -112,8 +112,7 @@ class ConceptGuide(tf.Module):
                                else read_templates(), covered) if mode == "transfer" else []
         self.novel = [w for w, _ in pairs]
         self.templates_source = templates_source or (TEMPLATES_TSV.name if pairs else "")
-        column = {c: t for t, c in enumerate(CONCEPTS)}
-        concept_ids = [column.get(judged_concept(w, covered), -1) for w in
+        concept_ids = [CONCEPT_INDEX.get(judged_concept(w, covered), -1) for w in
                        list(words) + self.novel]
         self.judged_words = sum(c >= 0 for c in concept_ids)
         # -1: the word is never biased.

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from altbeam.model.config import ModelConfig
-from altbeam.model.data.concepts import CONCEPTS, concepts_in_caption
+from altbeam.model.data.concepts import CONCEPT_INDEX, CONCEPTS, concepts_in_caption
 from altbeam.model.data.feature_records import FeatureSet
 from altbeam.model.data.vocab import Vocabulary
 from altbeam.model.serving.caption_status import covered_concepts, judged_as
@@ -52,12 +52,12 @@ def copy_table(words: list[str], value: float = COPY_INIT) -> np.ndarray:
     concept t (any surface form; person words also under person, as the gate judges them),
     else 0."""
     from altbeam.model.data.concepts import concept_table
-    table, column = concept_table(), {c: t for t, c in enumerate(CONCEPTS)}
+    table = concept_table()
     out = np.zeros((len(CONCEPTS), len(words)), np.float32)
     for v, word in enumerate(words):
         concept = table.term_of(word)
         for c in {concept, judged_as(concept)} if concept else ():
-            out[column[c], v] = value
+            out[CONCEPT_INDEX[c], v] = value
     return out
 
 
@@ -80,11 +80,10 @@ def grid_concept_scores(head, features: np.ndarray, grid: int, batch: int = 256)
 def text_concept_ids(caption: str, covered: frozenset[str]) -> np.ndarray:
     """Columns (CONCEPTS order) of the judgeable concepts a caption names; a person word
     also sets person, as the gate judges it."""
-    column = {c: t for t, c in enumerate(CONCEPTS)}
     named = set()
     for concept in concepts_in_caption(caption):
         named |= {c for c in (concept, judged_as(concept)) if c in covered}
-    return np.array(sorted(column[c] for c in named), np.int32)
+    return np.array(sorted(CONCEPT_INDEX[c] for c in named), np.int32)
 
 
 def noisy_concept_scores(ids: list[np.ndarray], covered_ids: np.ndarray, drop: float,

@@ -40,6 +40,11 @@ def image_keys(name: str) -> set[str]:
     return keys
 
 
+def item_keys(item) -> set[str]:
+    """The keys of a dataset item (model/data/datasets.py): its id's and its path's."""
+    return image_keys(item.image_id) | (image_keys(item.path) if item.path else set())
+
+
 def read_exclusions(paths: list[str]) -> set[str]:
     """Image keys from files with an image name at the start of each line, or from
     caption files model/data/datasets.py reads (``.json``/``.jsonl``: every image in
@@ -49,8 +54,7 @@ def read_exclusions(paths: list[str]) -> set[str]:
     for path in paths:
         if path.endswith((".json", ".jsonl")):
             for item in load_dataset(path, missing_images="ignore"):
-                keys |= image_keys(item.image_id) | (image_keys(item.path) if item.path
-                                                     else set())
+                keys |= item_keys(item)
             continue
         with open(path, encoding="utf-8") as f:
             for line in f:
@@ -66,11 +70,19 @@ def lm_captions(sources: list[str], exclude: set[str]) -> tuple[list[str], int]:
     captions, dropped = [], 0
     for source in sources:
         for item in load_dataset(source, missing_images="ignore"):
-            names = image_keys(item.image_id) | (image_keys(item.path) if item.path else set())
-            if names & exclude:
+            if item_keys(item) & exclude:
                 dropped += 1
                 continue
             captions += item.captions
+    return captions, dropped
+
+
+def caption_text(sources: list[str], exclude_files: list[str]) -> tuple[list[str], int]:
+    """(captions, images dropped) of caption-only text minus the images the exclusion
+    files name; SystemExit when sources are given and nothing is left."""
+    captions, dropped = lm_captions(sources, read_exclusions(exclude_files))
+    if sources and not captions:
+        raise SystemExit(f"altbeam train: no caption text left in {', '.join(sources)}")
     return captions, dropped
 
 
@@ -125,10 +137,7 @@ def pretrain_from_text(decoder, sources: list[str], exclude_files: list[str], ep
                        vocab: Vocabulary, config: ModelConfig, run_dir: str) -> dict:
     """`altbeam train --lm-text`: language-model pre-training before the first epoch; the
     record goes to RUN/lm_pretrain.json."""
-    exclude = read_exclusions(exclude_files)
-    captions, dropped = lm_captions(sources, exclude)
-    if not captions:
-        raise SystemExit(f"altbeam train: no caption text left in {', '.join(sources)}")
+    captions, dropped = caption_text(sources, exclude_files)
     print(f"language-model pre-training: {len(captions)} captions from {len(sources)} "
           f"source(s), {dropped} image(s) dropped by --lm-exclude", flush=True)
     history = pretrain_language_model(decoder, captions, vocab, config, epochs, config.seed)

@@ -31,7 +31,7 @@ from altbeam.model.serving.caption_status import DETECTORS_NPZ
 from altbeam.model.training import concept_inputs as concepts
 from altbeam.model.training import fine_tune as tuning
 from altbeam.model.training.common import validate, validation_split
-from altbeam.model.training.lm_pretrain import lm_captions, pretrain_from_text, read_exclusions
+from altbeam.model.training.lm_pretrain import caption_text, pretrain_from_text
 from altbeam.model.training.loop import LoopState, RunFolder, run_epochs
 from altbeam.model.training.teacher_forcing import TeacherForcing
 
@@ -114,11 +114,12 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
         manager.save()
 
     folder = RunFolder(run_dir, ("loss", "val_cider", "val_bleu4", "lr"), save_best, save_latest)
+    val_concepts = objective.concepts_of(val_set)   # the grids do not change: once
     run_epochs(objective, range(int(epoch_var) + 1, config.epochs + 1),
                np.random.default_rng(config.seed + int(epoch_var)), state,
                validate=lambda: validate(objective.decoder, objective.validation_set(val_set),
                                          config, vocab.words,
-                                         concepts=objective.concepts_of(val_set)),
+                                         concepts=val_concepts),
                folder=folder, patience=config.patience)
     return {"run_dir": run_dir, "history": state.history, "best_val_cider": float(best_var),
             "config": dataclasses.asdict(config)}
@@ -135,10 +136,7 @@ def _concept_text(config: ModelConfig, fine_tune: bool, head, sources, exclude_f
                          "cached features (not --fine-tune)")
     if head is None:
         raise SystemExit("altbeam train: --concept-inputs needs a concept head")
-    exclude = read_exclusions(exclude_files or [])
-    text, dropped = lm_captions(sources or [], exclude)
-    if sources and not text:
-        raise SystemExit(f"altbeam train: no caption text left in {', '.join(sources)}")
+    text, dropped = caption_text(sources or [], exclude_files or [])
     print(f"concept inputs: {len(text)} text-only captions, {dropped} image(s) dropped by "
           f"--concept-text-exclude", flush=True)
     return text, {"text": sources or [], "exclude": exclude_files or [],

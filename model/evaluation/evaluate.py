@@ -36,6 +36,7 @@ from altbeam.model.evaluation.gate import (
     photo_statuses,
 )
 from altbeam.model.serving.caption_status import DEFAULT_THRESHOLDS, GateThresholds
+from altbeam.model.serving.export import add_guide_flags, attach_guide, guide_settings
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr",
            "CHAIR-s", "CHAIR-i", "coverage")
@@ -166,12 +167,21 @@ def main(argv) -> int:
     ap.add_argument("--length-alpha", type=float, help="with --run: length normalisation")
     ap.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=None,
                     help="with --run: never repeat a trigram in a caption (default: run config)")
+    ap.add_argument("--block-repeated-words", action=argparse.BooleanOptionalAction,
+                    default=None, help="with --run: never the same word twice in a row "
+                    "(default: run config)")
+    add_guide_flags(ap, "with --run: decode as the export would, the run's concept head "
+                    "scoring the cached grids; default none")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--tokenizer", choices=("ptb", "simple"), default="ptb")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", help="write the scores as JSON here")
     a = ap.parse_args(argv)
+    guide_asked = guide_settings(a.concept_decoding, a.concept_alpha, a.concept_boost,
+                                 a.concept_threshold, a.transfer_templates)
+    if guide_asked and not a.run:
+        ap.error("--concept-decoding is for --run (a SavedModel decodes as it was exported)")
 
     systems: dict[str, list[str]] = {}
     if a.run:
@@ -193,21 +203,26 @@ def main(argv) -> int:
         k = a.beam_width or config.beam_width
         alpha = config.length_alpha if a.length_alpha is None else a.length_alpha
         block = config.block_repeated_trigrams if a.block_trigrams is None else a.block_trigrams
+        norep = (config.block_repeated_words if a.block_repeated_words is None
+                 else a.block_repeated_words)
         name = "decoder" if len(a.run) == 1 else f"ensemble of {len(a.run)}"
-        name += f" (beam {k}, alpha {alpha:g}{', trigrams blocked' if block else ''})"
-        concepts = None
-        if config.concept_inputs:  # the head the run was trained with, on the same grids
-            from altbeam.model.training.concept_inputs import (
-                grid_concept_scores,
-                run_concept_head,
-            )
-            concepts = grid_concept_scores(run_concept_head(a.run[0], config.encoder),
-                                           data.features, config.grid)
+        name += (f" (beam {k}, alpha {alpha:g}{', trigrams blocked' if block else ''}"
+                 f"{', +norep' if norep else ''})")
+        concepts, guide = None, None
+        if config.concept_inputs or guide_asked:  # the run's head, on the same grids
+            from altbeam.model.training.concept_inputs import grid_concept_scores
+            head = evaluation_concept_head(a.run[0], config)
+            concepts = grid_concept_scores(head, data.features, config.grid)
+            guide = attach_guide(vocab.words, head, guide_asked)
+            if guide is not None:
+                name += f", {guide.mode} {json.dumps(guide.settings(), sort_keys=True)}"
         systems[name] = decode_features(
             decoder, data.features, k, config.max_length, alpha, vocab.words,
-            ban_unk=config.ban_unk, block_repeated_trigrams=block, concepts=concepts)
+            ban_unk=config.ban_unk, block_repeated_trigrams=block, concepts=concepts,
+            guide=guide, block_repeated_words=norep)
         card = {"run": a.run, "beam_width": k, "length_alpha": alpha,
-                "block_repeated_trigrams": block}
+                "block_repeated_trigrams": block, "block_repeated_words": norep,
+                "concept_decoding": guide.settings() if guide is not None else None}
         gate, figures = {"available": False, "reason": NO_SAVED_MODEL}, None
     else:
         from altbeam.model import DEFAULT_MODEL_DIR
@@ -247,6 +262,18 @@ def main(argv) -> int:
                        "examples": {i: {n: s[k] for n, s in systems.items()}
                                     for k, i in enumerate(ids[:20])}}, f, indent=2)
     return 0
+
+
+def evaluation_concept_head(run_dir: str, config):
+    """The concept head `evaluate --run` scores the cached grids with: a concept-input
+    run's own (its detectors), otherwise the committed detectors, as `altbeam export
+    --concepts` would attach."""
+    from altbeam.model.training.concept_inputs import run_concept_head
+    if config.concept_inputs:
+        return run_concept_head(run_dir, config.encoder)
+    from altbeam.model.nets.concept_head import imagenet_concept_head, load_detectors
+    from altbeam.model.serving.caption_status import DETECTORS_NPZ
+    return imagenet_concept_head(config.encoder, "imagenet", load_detectors(str(DETECTORS_NPZ)))
 
 
 def gate_rows(figures, system: str) -> dict[str, dict[str, float]]:

@@ -80,6 +80,22 @@ def concept_head_for(encoder: str, encoder_weights: str | None = "imagenet",
     return imagenet_concept_head(encoder, encoder_weights, found, top_k or DEFAULT_TOP_K)
 
 
+def add_guide_flags(ap, default_note: str) -> None:
+    """The concept-decoding flags `altbeam export` and `altbeam evaluate --run` share
+    (read back with `guide_settings`)."""
+    ap.add_argument("--concept-decoding", choices=["none", "bias", "transfer"],
+                    help="steer the beam search by the concept scores (bias), and add words "
+                    "the decoder never learned (transfer); needs a concept head "
+                    f"(model/serving/concept_guide.py; {default_note})")
+    ap.add_argument("--concept-alpha", type=float, help="penalty slope below the threshold")
+    ap.add_argument("--concept-boost", type=float, help="reward slope above the threshold")
+    ap.add_argument("--concept-threshold", type=float, help="concept score below which a "
+                    "word is penalised")
+    ap.add_argument("--transfer-templates", metavar="FILE.tsv",
+                    help="novel word -> template table (default model/data/"
+                    "transfer_templates.tsv)")
+
+
 def guide_settings(mode: str | None = None, alpha: float | None = None,
                    boost: float | None = None, threshold: float | None = None,
                    templates: str | None = None) -> dict | None:
@@ -87,8 +103,8 @@ def guide_settings(mode: str | None = None, alpha: float | None = None,
     given = {"alpha": alpha, "boost": boost, "threshold": threshold, "templates": templates}
     if mode is None:
         if any(v is not None for v in given.values()):
-            raise SystemExit("altbeam export: --concept-alpha/-boost/-threshold and "
-                             "--transfer-templates need --concept-decoding")
+            raise SystemExit("--concept-alpha/-boost/-threshold and --transfer-templates "
+                             "need --concept-decoding")
         return None
     return {"mode": mode, **{k: v for k, v in given.items() if v is not None}}
 
@@ -298,18 +314,7 @@ def main(argv) -> int:
     ap.add_argument("--detectors", metavar="FILE.npz",
                     help="concept detectors for the head (format: model/nets/concept_head.py)")
     ap.add_argument("--concepts-top-k", type=int, help="concepts returned per image (10)")
-    ap.add_argument("--concept-decoding", choices=["none", "bias", "transfer"],
-                    help="steer the beam search by the concept scores (bias), and add words "
-                    "the decoder never learned (transfer); needs a concept head "
-                    "(model/serving/concept_guide.py; --from-saved-model: default keeps the "
-                    "model's)")
-    ap.add_argument("--concept-alpha", type=float, help="penalty slope below the threshold")
-    ap.add_argument("--concept-boost", type=float, help="reward slope above the threshold")
-    ap.add_argument("--concept-threshold", type=float, help="concept score below which a "
-                    "word is penalised")
-    ap.add_argument("--transfer-templates", metavar="FILE.tsv",
-                    help="novel word -> template table (default model/data/"
-                    "transfer_templates.tsv)")
+    add_guide_flags(ap, "--from-saved-model: default keeps the model's")
     ap.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                     help="compile the beam search with XLA: same captions, faster decoding "
                     "(docs/benchmarks.md); compiles once per new batch size (default: off; "

@@ -60,14 +60,20 @@ def caption_xent(logits, tokens, config: ModelConfig, mask=None):
 def decode_features(decoder, features: np.ndarray, beam_width: int, max_length: int,
                     length_alpha: float, words: list[str], batch: int = 128,
                     ban_unk: bool = True, block_repeated_trigrams: bool = False,
-                    concepts: np.ndarray | None = None) -> list[str]:
+                    concepts: np.ndarray | None = None, guide=None,
+                    block_repeated_words: bool = False) -> list[str]:
     """Best caption per image, straight from cached features (no encoder); ``concepts``
-    [N, T]: the images' concept scores, for a decoder with concept inputs."""
+    [N, T]: the images' scores of every concept, for a decoder with concept inputs or a
+    ``guide`` (a ConceptGuide over ``words``: concept-guided decoding as exported)."""
     from altbeam.model.serving.beam_search import beam_search, tokens_to_text
-    table = tf.constant(words)
+    if guide is not None and concepts is None:
+        raise ValueError("concept-guided decoding needs the images' concept scores")
+    table = tf.constant(words) if guide is None else guide.words(tf.constant(words))
+    an_words = guide.an_words() if guide is not None else ()
     search = tf.function(lambda f, s: tokens_to_text(table, beam_search(
         decoder, f, beam_width, max_length, length_alpha, ban_unk,
-        block_repeated_trigrams, concept_scores=s)["tokens"][:, 0]))
+        block_repeated_trigrams, guide=guide, concept_scores=s,
+        block_repeated_words=block_repeated_words)["tokens"][:, 0], an_words))
     out = []
     for s in range(0, len(features), batch):
         scores = None if concepts is None else tf.constant(concepts[s:s + batch], tf.float32)

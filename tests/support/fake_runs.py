@@ -35,7 +35,7 @@ def fake_run(path, seed: int, words: list[str] | None = None, **overrides) -> st
 
 
 def write_feature_shard(folder: str, split: str, captions: list[list[str]], grid: int = 4,
-                        channels: int = 16, seed: int = 0) -> None:
+                        channels: int = 16, seed: int = 0, encoder: str = TINY_ENCODER) -> None:
     """One shard of random float16 features, one example per entry of ``captions``."""
     os.makedirs(os.path.join(folder, split), exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -43,4 +43,4 @@ def write_feature_shard(folder: str, split: str, captions: list[list[str]], grid
     with tf.io.TFRecordWriter(path) as w:
         for k, caps in enumerate(captions):
             grid_features = rng.normal(size=(grid, grid, channels))
-            w.write(feature_example(f"img{k:03d}", split, grid_features, TINY_ENCODER, 32, caps))
+            w.write(feature_example(f"img{k:03d}", split, grid_features, encoder, 32, caps))

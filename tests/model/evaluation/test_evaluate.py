@@ -121,3 +121,36 @@ def test_run_scored_on_its_own_validation_images(tmp_path):
     assert main(["--run", moved, "--features", feats, "--split", "val", "--tokenizer",
                  "simple", "--out", str(out)]) == 0
     assert sorted(json.load(open(out))["examples"]) != sorted(expected)
+
+
+def test_a_run_decodes_with_the_concept_guide_as_the_export_would(tmp_path):
+    """`evaluate --run --concept-decoding bias`: the run's decoder on cached Lite0 grids,
+    its words judged by the committed concept head (the ImageNet layer + detectors)."""
+    from altbeam.model.data.concepts import concept_table
+    from tests.support.fake_runs import fake_run, write_feature_shard
+    run = fake_run(tmp_path / "run", 3, encoder="lite0", feature_channels=1280)
+    feats = str(tmp_path / "features")
+    write_feature_shard(feats, "train", [["a dog on the grass"]] * 20, channels=1280,
+                        encoder="lite0")
+    named = lambda caption: {w for w in caption.split() if concept_table().term_of(w)}  # noqa: E731
+    base = [*map(str, ["--run", run, "--features", feats, "--split", "val", "--tokenizer",
+                       "simple"])]
+    plain, guided = tmp_path / "plain.json", tmp_path / "guided.json"
+    assert main([*base, "--out", str(plain)]) == 0
+    captions = [c for e in json.load(open(plain))["examples"].values() for c in e.values()]
+    assert any(named(c) for c in captions)      # the random decoder names dogs, grass, ...
+    # A threshold of 1 contradicts every word the head judges: none is said any more.
+    assert main([*base, "--concept-decoding", "bias", "--concept-alpha", "50",
+                 "--concept-threshold", "1", "--out", str(guided)]) == 0
+    report = json.load(open(guided))
+    captions = [c for e in report["examples"].values() for c in e.values()]
+    assert captions and not any(named(c) for c in captions)
+    assert report["model"]["concept_decoding"]["alpha"] == 50
+    assert "bias" in next(iter(report["scores"]))
+
+
+def test_the_concept_guide_flags_are_refused_without_a_run(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--dataset", str(tmp_path), "--concept-decoding", "bias"])
+    with pytest.raises(SystemExit, match="need --concept-decoding"):
+        main(["--run", str(tmp_path), "--features", str(tmp_path), "--concept-alpha", "2"])

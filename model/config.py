@@ -59,9 +59,12 @@ class ModelConfig:
     # Concept-input training: the share of image captions whose feature grid is zeroed
     # (the decoder must also caption from concepts alone, as it does for text-only
     # captions), and the share of a text-only caption's named concepts hidden from its
-    # concept vector (a classifier misses things).
+    # concept vector (a classifier misses things). text_per_image: text-only captions
+    # drawn afresh each epoch per image caption (0: every text caption, every epoch) —
+    # how much of an epoch is text.
     grid_dropout: float = 0.25
     text_concept_drop: float = 0.25
+    text_per_image: float = 0.0
 
     @property
     def validation_seed(self) -> int:

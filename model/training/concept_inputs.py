@@ -127,8 +127,20 @@ class ConceptTeacherForcing(TeacherForcing):
         super().use_data(data, vocab)
         self.decoder.concept_copy.assign(copy_table(vocab.words))  # a resume restores later
         self.image_scores = self.concepts_of(data)
-        self.pairs += [(-1 - j, vocab.encode(c, self.config.max_length))
-                       for j, c in enumerate(self.text_captions)]
+        self.image_pairs = self.pairs
+        self.text_pairs = [(-1 - j, vocab.encode(c, self.config.max_length))
+                           for j, c in enumerate(self.text_captions)]
+        self.pairs = self.image_pairs + self.text_pairs
+
+    def begin_epoch(self, epoch: int, rng):
+        """Every image caption, and the text captions of this epoch (all, or a fresh
+        draw of ``text_per_image`` per image caption)."""
+        share = self.config.text_per_image
+        if share > 0:
+            n = min(len(self.text_pairs), round(share * len(self.image_pairs)))
+            drawn = rng.choice(len(self.text_pairs), n, replace=False)
+            self.pairs = self.image_pairs + [self.text_pairs[j] for j in sorted(drawn)]
+        return super().begin_epoch(epoch, rng)
 
     def concepts_of(self, data: FeatureSet) -> np.ndarray:
         """The head's scores of a split's cached grids (what validation decodes with)."""

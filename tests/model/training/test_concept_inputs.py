@@ -112,6 +112,33 @@ def test_the_copy_path_starts_from_the_words_that_name_each_concept():
     assert rise[words.index("toilet")] == rise[words.index("a")] == 0
 
 
+def test_text_per_image_draws_a_fresh_share_of_the_text_captions_each_epoch(tmp_path):
+    from altbeam.model.data.feature_records import load_split
+    from altbeam.model.training.concept_inputs import ConceptTeacherForcing
+    feats = str(tmp_path / "features")
+    write_feature_shard(feats, "train", [["a dog on the grass", "a dog"]] * 10)  # 20 captions
+    data = load_split(feats, "train")
+    vocab = Vocabulary.build(["a dog on the grass", "a bear"], min_count=1)
+    text = [f"a bear {k}" for k in range(100)]
+
+    def epoch_rows(share, epoch, rng):
+        config = tiny_config(concept_inputs=True, concept_count=T, text_per_image=share,
+                             vocab_size=len(vocab))
+        trainer = ConceptTeacherForcing(config, tiny_head(), text)
+        trainer.use_data(data, vocab)
+        _, batches = trainer.begin_epoch(epoch, rng)
+        return [i for batch in batches for i, _ in batch]
+
+    rng = np.random.default_rng(0)
+    first, second = epoch_rows(0.5, 1, rng), epoch_rows(0.5, 2, rng)
+    for rows in (first, second):   # all 20 image captions, 10 text captions (0.5 each)
+        assert sorted(r for r in rows if r >= 0) == sorted(list(range(10)) * 2)
+        assert sum(r < 0 for r in rows) == 10 and len(set(rows) - set(range(10))) == 10
+    assert {r for r in first if r < 0} != {r for r in second if r < 0}   # a fresh draw
+    assert sum(r < 0 for r in epoch_rows(0.0, 1, rng)) == 100            # 0: all of them
+    assert sum(r < 0 for r in epoch_rows(50.0, 1, rng)) == 100           # never repeated
+
+
 @pytest.fixture(scope="module")
 def concept_run(tmp_path_factory):
     """`train` with concept inputs: images whose captions never name a zebra or a bear,

@@ -176,15 +176,19 @@ class ConceptTeacherForcing(TeacherForcing):
         return {"loss": float(loss)}
 
 
-def keep_with_run(run_dir: str, head, text_record: dict) -> None:
-    """RUN/concept_detectors.npz (the head's detectors) and RUN/concept_inputs.json."""
+def keep_with_run(run_dir: str, head, text_record: dict,
+                  imagenet_weights: str = "imagenet") -> None:
+    """RUN/concept_detectors.npz (the head's detectors) and RUN/concept_inputs.json
+    (with ``imagenet_weights``, where the head's ImageNet layer was read: `run_concept_head`
+    reads it back)."""
     from altbeam.model.nets.concept_head import save_detectors
     d = head.detectors
     if d is not None:
         save_detectors(os.path.join(run_dir, DETECTORS_FILE), d.kernel, d.bias, d.concepts,
                        d.encoder)
     record = {"detectors": d.source if d is not None else None,
-              "imagenet": head.imagenet_source, "judged_concepts": len(head_covered(head)),
+              "imagenet": head.imagenet_source, "imagenet_weights": imagenet_weights,
+              "judged_concepts": len(head_covered(head)),
               **text_record}
     with open(os.path.join(run_dir, RECORD_FILE), "w") as f:
         json.dump(record, f, indent=2)
@@ -224,9 +228,17 @@ def _same_detectors(path: str, detectors) -> bool:
             and np.array_equal(saved.bias, detectors.bias))
 
 
-def run_concept_head(run_dir: str, encoder: str, weights: str = "imagenet"):
-    """The concept head a concept-input run was trained with: the encoder's ImageNet layer
-    plus the run's detectors."""
+def run_concept_head(run_dir: str, encoder: str, weights: str | None = None):
+    """The concept head a concept-input run was trained with: the ImageNet layer of the
+    weights its record names (``weights`` overrides; runs recorded before that: the
+    installed package's) plus the run's detectors."""
     from altbeam.model.nets.concept_head import imagenet_concept_head, load_detectors
+    if weights is None:
+        record_path = os.path.join(run_dir, RECORD_FILE)
+        record = json.load(open(record_path)) if os.path.exists(record_path) else {}
+        weights = record.get("imagenet_weights", "imagenet")
+        if weights != "imagenet" and not os.path.exists(weights):
+            raise FileNotFoundError(f"{run_dir} scored its concepts with the ImageNet layer "
+                                    f"of {weights}, which is not there any more")
     found = run_detectors(run_dir)
     return imagenet_concept_head(encoder, weights, load_detectors(found) if found else None)

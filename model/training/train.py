@@ -75,7 +75,8 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
         tuning.write_settings(run_dir, full, encoder_weights, config, objective.encoder_lr)
     elif config.concept_inputs:
         objective = concepts.ConceptTeacherForcing(config, concept_head, text, embeddings)
-        concepts.keep_with_run(run_dir, concept_head, text_record)
+        concepts.keep_with_run(run_dir, concept_head, text_record,
+                               _weights_name(encoder_weights))
     else:
         objective = TeacherForcing(config, embeddings)
     objective.use_data(train_set, vocab)
@@ -232,6 +233,11 @@ def parse_args(argv):
             ap.add_argument(flag, type=type(f.default), default=f.default,
                             choices=DECODERS if f.name == "decoder" else None)
     return ap.parse_args(argv)
+
+
+def _weights_name(weights: str | None) -> str:
+    """How a run records encoder weights: "imagenet" (the package's) or an absolute path."""
+    return "imagenet" if weights in (None, "imagenet") else os.path.abspath(weights)
 
 
 def main(argv) -> int:

@@ -167,7 +167,7 @@ def test_training_learns_words_only_text_captions_have_and_says_them_from_concep
     run, head, result, _ = concept_run
     record = json.load(open(f"{run}/concept_inputs.json"))
     assert record["text_captions"] == 80 and record["images_dropped"] == 1
-    assert record["detectors"] == "test.npz"
+    assert record["detectors"] == "test.npz" and record["imagenet_weights"] == "imagenet"
     vocab = Vocabulary.load(f"{run}/vocab.json")
     assert {"zebra", "bear"} <= set(vocab.words) and "cat" not in vocab.words
     assert result["config"]["concept_inputs"] and result["config"]["concept_count"] == T
@@ -178,6 +178,25 @@ def test_training_learns_words_only_text_captions_have_and_says_them_from_concep
     out = beam_search(decoder, blank, 1, 6, ban_unk=True, concept_scores=scores)
     said = [t.decode() for t in tokens_to_text(tf.constant(vocab.words), out["tokens"][:, 0]).numpy()]
     assert "zebra" in said[0].split() and "bear" in said[1].split(), said
+
+
+def test_the_run_head_is_rebuilt_from_the_weights_its_record_names(concept_run, tmp_path):
+    import shutil
+
+    from altbeam.model.training.concept_inputs import RECORD_FILE, run_concept_head
+    run = shutil.copytree(concept_run[0], tmp_path / "run")
+    record = json.load(open(run / RECORD_FILE))
+    json.dump({**record, "imagenet_weights": str(tmp_path / "gone.pth")},
+              open(run / RECORD_FILE, "w"))
+    with pytest.raises(FileNotFoundError, match="gone.pth"):
+        run_concept_head(str(run), "lite0")
+    # Runs recorded before the field existed: the package's layer (here without the
+    # tiny run's 16-channel detectors, which a Lite0 head refuses).
+    del record["imagenet_weights"]
+    json.dump(record, open(run / RECORD_FILE, "w"))
+    (run / "concept_detectors.npz").unlink()
+    head = run_concept_head(str(run), "lite0")
+    assert head.detectors is None and "efficientnet-lite0" in head.imagenet_source
 
 
 def test_export_attaches_the_head_the_run_was_trained_with(concept_run, tmp_path):

@@ -5,7 +5,8 @@ the whole search compiles into the exported SavedModel. Greedy decoding is K = 1
 
 Scores: the search keeps raw summed log-probabilities; finished beams are ranked by
 ``log p / length ** alpha`` (alpha = 0: raw log-probability, 1: per-word mean), where
-length counts the words plus <end>. The returned ``scores`` are length-normalised
+length counts the words plus <end>; beams cut off at max_length without <end> rank
+after every finished beam. The returned ``scores`` are length-normalised
 (``log p / length``, a per-word confidence comparable across captions of any length);
 they are in ranking order, which is also descending order when alpha = 1.
 """
@@ -16,6 +17,7 @@ import tensorflow as tf
 from altbeam.model.data.vocab import END_ID, PAD_ID, START_ID, UNK_ID
 
 NEG_INF = -1e9
+CUT_OFF = -1e6   # ranking offset of beams that reached max_length without <end>
 
 
 def _gather_beams(x, beam_idx):
@@ -138,7 +140,10 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
 
     length_f = tf.cast(tf.maximum(lengths, 1), tf.float32)
     rank = log_probs / tf.pow(length_f, length_alpha) if length_alpha else log_probs
-    order = tf.argsort(rank, axis=1, direction="DESCENDING", stable=True)
+    # A beam cut off at max_length ("… standing in the middle of a") comes after every
+    # finished one, whatever its score: a caption must be a whole sentence.
+    order = tf.argsort(tf.where(finished, rank, rank + CUT_OFF), axis=1,
+                       direction="DESCENDING", stable=True)
     return {
         "tokens": _gather_beams(tokens, order),
         "scores": _gather_beams(log_probs / length_f, order),

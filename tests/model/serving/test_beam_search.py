@@ -52,7 +52,10 @@ def test_beam_search_is_exact_when_the_beam_covers_every_sequence(decoder):
     T, K = 3, 80  # 4 + 16 + 64 live prefixes at most: a beam of 80 never prunes
     feats = _features(1)
     seqs = {tuple(s) for s in _all_sequences(T)}
-    brute = sorted(((_sequence_logprob(dec, feats[:1], s), s) for s in seqs), reverse=True)[:3]
+    # Finished captions first (a beam cut off at max_length ranks after them), then by
+    # log-probability.
+    brute = sorted(((_sequence_logprob(dec, feats[:1], s), s) for s in seqs),
+                   key=lambda x: (x[1][-1] == END_ID, x[0]), reverse=True)[:3]
     out = beam_search(dec, feats, beam_width=K, max_length=T)
     for rank, (lp, seq) in enumerate(brute):
         got = [int(t) for t in out["tokens"][0, rank].numpy() if t != PAD_ID]
@@ -112,10 +115,27 @@ def test_ranking_uses_alpha_and_scores_are_length_normalised(alpha):
     out = beam_search(dec, feats, beam_width=4, max_length=6, length_alpha=alpha)
     lengths = np.maximum(out["lengths"].numpy(), 1)
     rank = out["rank_scores"].numpy()
-    assert np.all(np.diff(rank, axis=1) <= 1e-6), "beams must come best first"
+    finished = (out["tokens"].numpy() == END_ID).any(axis=-1)
+    for r, f in zip(rank, finished):  # finished beams first, best first within each kind
+        assert list(f) == sorted(f, reverse=True)
+        assert np.all(np.diff(r[f]) <= 1e-6) and np.all(np.diff(r[~f]) <= 1e-6)
     np.testing.assert_allclose(rank, out["log_probs"].numpy() / lengths ** alpha, rtol=1e-5)
     np.testing.assert_allclose(out["scores"].numpy(), out["log_probs"].numpy() / lengths,
                                rtol=1e-5)
+
+
+def test_a_beam_cut_off_at_max_length_never_outranks_a_finished_caption():
+    dec = _decoder(vocab=24, seed=6)
+    bias = np.zeros(24, np.float32)
+    bias[4], bias[END_ID] = 20.0, 17.0   # word 4 again and again; <end> 20x less likely
+    dec.out_bias.assign(bias)
+    out = beam_search(dec, _features(2), beam_width=3, max_length=3, length_alpha=1.0)
+    tokens, rank = out["tokens"].numpy(), out["rank_scores"].numpy()
+    for beams, ranks in zip(tokens, rank):
+        cut = [k for k, b in enumerate(beams) if END_ID not in b]
+        assert cut and list(beams[cut[0]]) == [4, 4, 4]   # the per-word best, cut off …
+        assert END_ID in beams[0] and ranks[cut[0]] > ranks[0]   # … ranks after <end>
+        assert cut == list(range(len(beams) - len(cut), len(beams)))
 
 
 def test_banned_unk_is_never_emitted_even_when_most_likely():

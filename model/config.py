@@ -44,6 +44,11 @@ class ModelConfig:
     # Never say the same word twice in a row ("a large large building"): beam search bans
     # the previous word at each step.
     block_repeated_words: bool = False
+    # The decoder's per-step matrix products when decoding: "float32", or "bfloat16"
+    # (weights and step inputs rounded to bfloat16, products accumulated in float32:
+    # half the bytes a step reads, about 2x faster on CPUs with AVX512-BF16 and on GPUs;
+    # scores move by ~1e-2, so a few captions change). Training always runs in float32.
+    matmul_dtype: str = "float32"
     # Training
     attention_penalty: float = 1.0   # doubly-stochastic regulariser (lambda in SAT)
     label_smoothing: float = 0.0

@@ -24,6 +24,13 @@ import tensorflow as tf
 from altbeam.model.config import ModelConfig
 
 DECODERS = ("attention", "show_and_tell", "merge")
+MATMUL_DTYPES = ("float32", "bfloat16")
+# The matrices every decoding step multiplies by (ModelConfig.matmul_dtype applies to
+# them); the per-image ones (init_*, att_feat, merge_image) and the embedding lookup stay
+# float32.
+STEP_MATRICES = ("lstm_kernel", "att_hidden", "gate", "out_hidden", "out_context",
+                 "out_word", "concept_in", "concept_out", "concept_copy", "copy_gate",
+                 "merge_hidden")
 # The variable only that variant has: how a checkpoint tells which variant it holds
 # (model/serving/rebuild.py).
 VARIANT_MARKERS = {"attention": "att_feat", "show_and_tell": "image_embed",
@@ -76,6 +83,9 @@ class CaptionDecoder(tf.Module):
         self.embedding = var(emb.astype(np.float32), name="embedding")
         if c.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {c.decoder!r}: use one of {', '.join(DECODERS)}")
+        if c.matmul_dtype not in MATMUL_DTYPES:
+            raise ValueError(f"matmul_dtype {c.matmul_dtype!r}: use one of "
+                             f"{', '.join(MATMUL_DTYPES)}")
         if c.concept_inputs and (c.decoder != "attention" or c.concept_count <= 0):
             raise ValueError("concept_inputs needs the attention decoder and concept_count > 0")
         lstm_in = E + (C if c.decoder == "attention" else 0)
@@ -139,18 +149,36 @@ class CaptionDecoder(tf.Module):
         # of the size); compute always runs in float32.
         if isinstance(variable, Int8Weight):
             return variable.dequantize()
-        return variable if variable.dtype == tf.float32 else tf.cast(variable, tf.float32)
+        # (A bfloat16 tensor is a `with_weights_read` view's step matrix: kept as it is.)
+        if variable.dtype in (tf.float32, tf.bfloat16):
+            return variable
+        return tf.cast(variable, tf.float32)
 
-    def with_weights_read(self) -> CaptionDecoder:
+    def with_weights_read(self, matmul_dtype: str | None = None) -> CaptionDecoder:
         """A view of this decoder whose weights are float32 tensors, converted from their
         storage (int8, float16) once here rather than at every ``step``: a decode loop
-        calls this before it starts (the same values, so the same results). In a graph
-        the view holds tensors, so it is for inference only, not training."""
+        calls this before it starts (the same values, so the same results). With
+        ``matmul_dtype`` "bfloat16" (default: the config's) the step matrices are
+        bfloat16 instead and `_mm` multiplies in bfloat16. In a graph the view holds
+        tensors, so it is for inference only, not training."""
+        low = (matmul_dtype or self.config.matmul_dtype) == "bfloat16"
         view = object.__new__(type(self))
-        view.__dict__.update({name: self._v(value)
+        view.__dict__.update({name: self._read(name, value, low)
                               if isinstance(value, (tf.Variable, Int8Weight)) else value
                               for name, value in vars(self).items()})
         return view
+
+    def _read(self, name: str, value, low: bool):
+        value = self._v(value)
+        return tf.cast(value, tf.bfloat16) if low and name in STEP_MATRICES else value
+
+    @staticmethod
+    def _mm(x, w):
+        """x @ w; a bfloat16 ``w`` (a `with_weights_read` view) multiplies in bfloat16
+        and returns float32."""
+        if w.dtype == tf.bfloat16:
+            return tf.cast(tf.matmul(tf.cast(x, tf.bfloat16), w), tf.float32)
+        return tf.matmul(x, w)
 
     def to_float16(self) -> CaptionDecoder:
         """Store every weight as float16 (for export); computation stays float32."""
@@ -169,7 +197,7 @@ class CaptionDecoder(tf.Module):
 
     # -- pieces -------------------------------------------------------------------------
     def _lstm(self, x, h, c):
-        z = tf.matmul(tf.concat([x, h], axis=-1), self._v(self.lstm_kernel)) + self._v(self.lstm_bias)
+        z = self._mm(tf.concat([x, h], axis=-1), self._v(self.lstm_kernel)) + self._v(self.lstm_bias)
         i, f, g, o = tf.split(z, 4, axis=-1)
         c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
         h = tf.sigmoid(o) * tf.tanh(c)
@@ -229,32 +257,32 @@ class CaptionDecoder(tf.Module):
             if self.config.concept_inputs:
                 A = self.config.attention_units
                 scores, projected = projected[:, 0, A:], projected[..., :A]
-                concept_in = tf.matmul(scores, self._v(self.concept_in))
-                concept_out = tf.matmul(scores, self._v(self.concept_out))
-            e = tf.tanh(projected + tf.matmul(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
+                concept_in = self._mm(scores, self._v(self.concept_in))
+                concept_out = self._mm(scores, self._v(self.concept_out))
+            e = tf.tanh(projected + self._mm(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
             alpha = tf.nn.softmax(tf.squeeze(tf.einsum("bla,ak->blk", e, self._v(self.att_score)), -1))
             context = tf.einsum("bl,blc->bc", alpha, features)
-            context = tf.sigmoid(tf.matmul(h, self._v(self.gate)) + self._v(self.gate_bias)) * context
+            context = tf.sigmoid(self._mm(h, self._v(self.gate)) + self._v(self.gate_bias)) * context
             h, c = self._lstm(tf.concat([x + concept_in, context], axis=-1), h, c)
-            deep = x + tf.matmul(self._dropout(h, training), self._v(self.out_hidden)) + tf.matmul(
+            deep = x + self._mm(self._dropout(h, training), self._v(self.out_hidden)) + self._mm(
                 context, self._v(self.out_context)) + concept_out
         else:
             alpha = _uniform_attention(x, features)
             h, c = self._lstm(x, h, c)
-            deep = x + tf.matmul(self._dropout(h, training), self._v(self.out_hidden))
-        logits = tf.matmul(self._dropout(tf.tanh(deep), training), self._v(self.out_word)) + self._v(self.out_bias)
+            deep = x + self._mm(self._dropout(h, training), self._v(self.out_hidden))
+        logits = self._mm(self._dropout(tf.tanh(deep), training), self._v(self.out_word)) + self._v(self.out_bias)
         if self.config.concept_inputs:  # attention only (__init__), scores read above
-            gate = tf.sigmoid(tf.matmul(h, self._v(self.copy_gate)) + self._v(self.copy_gate_bias))
-            logits += gate * tf.matmul(scores, self._v(self.concept_copy))
+            gate = tf.sigmoid(self._mm(h, self._v(self.copy_gate)) + self._v(self.copy_gate_bias))
+            logits += gate * self._mm(scores, self._v(self.concept_copy))
         return logits, h, c, alpha
 
     def _merge_step(self, x, h, c, features, projected, training: bool):
         h, c = self._lstm(self._dropout(x, training), h, c)
         # projected may come broadcast along L (an ensemble packs members alike).
         merged = projected[:, 0, :] + h
-        hidden = tf.nn.relu(tf.matmul(merged, self._v(self.merge_hidden))
+        hidden = tf.nn.relu(self._mm(merged, self._v(self.merge_hidden))
                             + self._v(self.merge_hidden_bias))
-        logits = tf.matmul(hidden, self._v(self.out_word)) + self._v(self.out_bias)
+        logits = self._mm(hidden, self._v(self.out_word)) + self._v(self.out_bias)
         return logits, h, c, _uniform_attention(x, features)
 
     # -- teacher forcing ----------------------------------------------------------------

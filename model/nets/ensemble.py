@@ -41,11 +41,13 @@ class DecoderEnsemble(tf.Module):
     def embedding(self):  # beam search reads the vocabulary size from it
         return self.members[0].embedding
 
-    def with_weights_read(self) -> DecoderEnsemble:
-        """The ensemble of its members' ``with_weights_read`` views (decoder.py)."""
+    def with_weights_read(self, matmul_dtype: str | None = None) -> DecoderEnsemble:
+        """The ensemble of its members' ``with_weights_read`` views (decoder.py), all with
+        the ensemble's matmul dtype (its config is the model's decoding settings)."""
         view = object.__new__(type(self))
         view.__dict__.update(vars(self))
-        view.__dict__["members"] = [m.with_weights_read() for m in self.members]
+        dtype = matmul_dtype or self.config.matmul_dtype
+        view.__dict__["members"] = [m.with_weights_read(dtype) for m in self.members]
         return view
 
     def to_float16(self) -> DecoderEnsemble:

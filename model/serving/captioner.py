@@ -124,6 +124,7 @@ def config_card(config: ModelConfig) -> dict:
         "length_alpha": config.length_alpha,
         "block_repeated_trigrams": config.block_repeated_trigrams,
         "block_repeated_words": config.block_repeated_words,
+        "matmul_dtype": config.matmul_dtype,
         "vocab_size": config.vocab_size,
         "config": json.loads(config.to_json()),
     }

@@ -30,7 +30,7 @@ import os
 import shutil
 import sys
 
-from altbeam.model.nets.decoder import reads_concepts
+from altbeam.model.nets.decoder import MATMUL_DTYPES, reads_concepts
 from altbeam.model.nets.ensemble import load_runs
 from altbeam.model.serving.captioner import Captioner, config_card
 from altbeam.model.training.concept_inputs import RECORD_FILE, check_export_head, run_detectors
@@ -43,6 +43,7 @@ WEIGHT_FORMATS = {
             "(decoder biases), float32 (encoder)",
 }
 NO_REPEAT_SUFFIX = "+norep"   # version suffix: --block-repeated-words
+BFLOAT16_SUFFIX = "+bf16"     # version suffix: --matmul-dtype bfloat16
 CONCEPTS_SUFFIX = "+concepts"  # version suffix of a model with a concept head
 
 
@@ -55,12 +56,14 @@ def build_encoder_for(config, weights: str | None = "imagenet"):
 def decoding_changes(beam_width: int | None = None, length_alpha: float | None = None,
                      max_length: int | None = None,
                      block_repeated_trigrams: bool | None = None,
-                     block_repeated_words: bool | None = None) -> dict:
+                     block_repeated_words: bool | None = None,
+                     matmul_dtype: str | None = None) -> dict:
     """The decoding settings asked for (None: keep the model's)."""
     return {k: v for k, v in (("beam_width", beam_width), ("length_alpha", length_alpha),
                               ("max_length", max_length),
                               ("block_repeated_trigrams", block_repeated_trigrams),
-                              ("block_repeated_words", block_repeated_words))
+                              ("block_repeated_words", block_repeated_words),
+                              ("matmul_dtype", matmul_dtype))
             if v is not None}
 
 
@@ -129,10 +132,13 @@ def source_guide_settings(card: dict) -> dict | None:
 
 def model_version(version: str, head, guide, config) -> str:
     """The exported model's version: the concept head and guide (`concepts_version`),
-    then ``+norep`` when it never says a word twice in a row. Decoding that changes the
-    captions shows in the version, which every catalog row carries."""
-    versioned = concepts_version(version.replace(NO_REPEAT_SUFFIX, ""), head, guide)
-    return versioned + (NO_REPEAT_SUFFIX if config.block_repeated_words else "")
+    then ``+norep`` when it never says a word twice in a row and ``+bf16`` when its
+    decoder multiplies in bfloat16. Decoding that changes the captions shows in the
+    version, which every catalog row carries."""
+    base = version.replace(NO_REPEAT_SUFFIX, "").replace(BFLOAT16_SUFFIX, "")
+    return (concepts_version(base, head, guide)
+            + (NO_REPEAT_SUFFIX if config.block_repeated_words else "")
+            + (BFLOAT16_SUFFIX if config.matmul_dtype == "bfloat16" else ""))
 
 
 def concepts_version(version: str, head, guide=None) -> str:
@@ -172,7 +178,7 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
            card: dict | None = None, overwrite: bool = False,
            block_repeated_trigrams: bool | None = None, concept_head=None,
            concept_decoding: dict | None = None, jit_compile: bool | None = None,
-           block_repeated_words: bool | None = None) -> str:
+           block_repeated_words: bool | None = None, matmul_dtype: str | None = None) -> str:
     """``concept_head``: a ConceptHead to attach (`concept_head_for`), or None;
     ``concept_decoding``: `guide_settings` (None: no guide); ``jit_compile``: compile the
     beam search with XLA (None: no)."""
@@ -185,7 +191,8 @@ def export(run_dir: str | list[str], out: str, beam_width: int | None = None,
     if reads_concepts(decoder):
         check_export_head(run_dirs, concept_head)
     config = config.replace(**decoding_changes(beam_width, length_alpha, max_length,
-                                               block_repeated_trigrams, block_repeated_words))
+                                               block_repeated_trigrams, block_repeated_words,
+                                               matmul_dtype))
     decoder.config = config
     if weights == "float16":
         decoder.to_float16()
@@ -315,6 +322,10 @@ def main(argv) -> int:
                     help="concept detectors for the head (format: model/nets/concept_head.py)")
     ap.add_argument("--concepts-top-k", type=int, help="concepts returned per image (10)")
     add_guide_flags(ap, "--from-saved-model: default keeps the model's")
+    ap.add_argument("--matmul-dtype", choices=MATMUL_DTYPES,
+                    help="the decoder's per-step matrix products: bfloat16 halves the bytes "
+                    "a step reads (faster; a few captions change, version suffix +bf16); "
+                    "default: the run's float32, --from-saved-model keeps the model's")
     ap.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                     help="compile the beam search with XLA: same captions, faster decoding "
                     "(docs/benchmarks.md); compiles once per new batch size (default: off; "
@@ -324,7 +335,7 @@ def main(argv) -> int:
     a = ap.parse_args(argv)
     card = json.load(open(a.card)) if a.card else None
     changes = decoding_changes(a.beam_width, a.length_alpha, a.max_length, a.block_trigrams,
-                               a.block_repeated_words)
+                               a.block_repeated_words, a.matmul_dtype)
     guide = guide_settings(a.concept_decoding, a.concept_alpha, a.concept_boost,
                            a.concept_threshold, a.transfer_templates)
     if a.from_saved_model:
@@ -348,7 +359,8 @@ def main(argv) -> int:
         path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length,
                       a.weights or "float16", a.encoder_weights, card, a.overwrite,
                       a.block_trigrams, head, guide, a.jit_compile,
-                      block_repeated_words=a.block_repeated_words)
+                      block_repeated_words=a.block_repeated_words,
+                      matmul_dtype=a.matmul_dtype)
     print(f"exported {path}")
     return 0
 

@@ -123,3 +123,48 @@ def test_export_records_jit_compile_and_reexport_keeps_or_changes_it(tmp_path, p
     before, after = serve(plain, photos), serve(compiled, photos)
     np.testing.assert_array_equal(after["captions"], before["captions"])
     np.testing.assert_allclose(after["scores"], before["scores"], atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["attention", "show_and_tell", "merge"])
+def test_bfloat16_matmuls_round_the_step_matrices_and_move_the_logits_a_little(variant):
+    decoder = tiny_decoder(3, decoder=variant).to_int8()
+    plain, low = decoder.with_weights_read(), decoder.with_weights_read("bfloat16")
+    assert low.lstm_kernel.dtype == tf.bfloat16 and low.out_word.dtype == tf.bfloat16
+    assert low.embedding.dtype == tf.float32 and low.lstm_bias.dtype == tf.float32
+    features, projected = decoder.prepare(_features())
+    h, c = decoder.init_state(features)
+    words = tf.constant([4, 5, 6, 7, 8])
+    a, b = plain.step(words, h, c, features, projected), low.step(words, h, c, features, projected)
+    assert b[0].dtype == tf.float32 and b[1].dtype == tf.float32
+    gap = np.abs(a[0].numpy() - b[0].numpy())
+    assert 0 < gap.max() < 0.05 * np.abs(a[0].numpy()).max()   # rounded, not broken
+
+
+def test_a_bfloat16_ensemble_and_search_follow_the_models_config():
+    ensemble = _int8_ensemble()
+    ensemble.config = ensemble.config.replace(matmul_dtype="bfloat16")
+    view = ensemble.with_weights_read()
+    assert all(m.lstm_kernel.dtype == tf.bfloat16 for m in view.members)
+    plain = _search(_int8_ensemble())
+    low = _search(ensemble)
+    assert low["tokens"].shape == plain["tokens"].shape
+    assert 0 < np.abs(low["scores"] - plain["scores"]).max() < 0.05
+    with pytest.raises(ValueError, match="matmul_dtype"):
+        tiny_decoder(1, matmul_dtype="float8")
+
+
+def test_export_records_the_matmul_dtype_in_card_and_version(tmp_path, photos):  # noqa: F811
+    run = fake_run(tmp_path / "run", seed=1)
+    plain = export(run, str(tmp_path / "plain"), weights="int8", beam_width=3)
+    low, kept, back = (str(tmp_path / n) for n in ("low", "kept", "back"))
+    assert main(["--from-saved-model", plain, "--out", low, "--matmul-dtype", "bfloat16",
+                 "--block-repeated-words"]) == 0
+    assert main(["--from-saved-model", low, "--out", kept]) == 0
+    assert main(["--from-saved-model", kept, "--out", back, "--matmul-dtype", "float32"]) == 0
+    cards = [json.load(open(os.path.join(p, "model_card.json"))) for p in (plain, low, kept, back)]
+    assert [c["matmul_dtype"] for c in cards] == ["float32", "bfloat16", "bfloat16", "float32"]
+    version = cards[0]["version"]
+    assert [c["version"] for c in cards[1:]] == [version + "+norep+bf16"] * 2 + [version + "+norep"]
+    a, b = serve(plain, photos), serve(low, photos)
+    assert b["captions"].shape == a["captions"].shape
+    assert not np.array_equal(a["scores"], b["scores"])   # the graph multiplies in bfloat16

@@ -215,7 +215,9 @@ def main(argv) -> int:
             concepts = grid_concept_scores(head, data.features, config.grid)
             guide = attach_guide(vocab.words, head, guide_asked)
             if guide is not None:
-                name += f", {guide.mode} {json.dumps(guide.settings(), sort_keys=True)}"
+                g = guide.settings()
+                name += (f", {g['mode']} alpha {g['alpha']:g} boost {g['boost']:g} "
+                         f"threshold {g['threshold']:g}")
         systems[name] = decode_features(
             decoder, data.features, k, config.max_length, alpha, vocab.words,
             ban_unk=config.ban_unk, block_repeated_trigrams=block, concepts=concepts,

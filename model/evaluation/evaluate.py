@@ -36,7 +36,12 @@ from altbeam.model.evaluation.gate import (
     photo_statuses,
 )
 from altbeam.model.serving.caption_status import DEFAULT_THRESHOLDS, GateThresholds
-from altbeam.model.serving.export import add_guide_flags, attach_guide, guide_settings
+from altbeam.model.serving.export import (
+    add_guide_flags,
+    attach_guide,
+    concept_head_for,
+    guide_settings,
+)
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr",
            "CHAIR-s", "CHAIR-i", "coverage")
@@ -209,7 +214,8 @@ def main(argv) -> int:
         name += (f" (beam {k}, alpha {alpha:g}{', trigrams blocked' if block else ''}"
                  f"{', +norep' if norep else ''})")
         concepts, guide = None, None
-        if config.concept_inputs or guide_asked:  # the run's head, on the same grids
+        guided = bool(guide_asked) and guide_asked["mode"] != "none"
+        if config.concept_inputs or guided:  # the run's head, on the same grids
             from altbeam.model.training.concept_inputs import grid_concept_scores
             head = evaluation_concept_head(a.run[0], config)
             concepts = grid_concept_scores(head, data.features, config.grid)
@@ -273,9 +279,8 @@ def evaluation_concept_head(run_dir: str, config):
     from altbeam.model.training.concept_inputs import run_concept_head
     if config.concept_inputs:
         return run_concept_head(run_dir, config.encoder)
-    from altbeam.model.nets.concept_head import imagenet_concept_head, load_detectors
     from altbeam.model.serving.caption_status import DETECTORS_NPZ
-    return imagenet_concept_head(config.encoder, "imagenet", load_detectors(str(DETECTORS_NPZ)))
+    return concept_head_for(config.encoder, "imagenet", str(DETECTORS_NPZ))
 
 
 def gate_rows(figures, system: str) -> dict[str, dict[str, float]]:

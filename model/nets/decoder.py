@@ -141,8 +141,19 @@ class CaptionDecoder(tf.Module):
         """Size of the last axis of what ``prepare`` returns as ``projected`` (an ensemble
         packs its members' along it)."""
         c = self.config
-        return {"attention": c.attention_units + (c.concept_count if c.concept_inputs else 0),
+        return {"attention": c.attention_units + (self._per_image_rows if c.concept_inputs else 0),
                 "merge": c.lstm_units}.get(c.decoder, 1)
+
+    @property
+    def _per_image_width(self) -> int:
+        """Length of a concept decoder's per-image vector: [concept_in E | concept_out E |
+        copy logits V] (`_per_image`)."""
+        return 2 * self.config.embedding_dim + self.config.vocab_size
+
+    @property
+    def _per_image_rows(self) -> int:
+        """Columns the per-image vector takes when folded across the L grid cells."""
+        return -(-self._per_image_width // self.config.grid_cells)
 
     def _v(self, variable):
         # Weights may be stored as float16 or int8 in an exported model (half / a quarter
@@ -215,10 +226,7 @@ class CaptionDecoder(tf.Module):
             if self.config.concept_inputs:
                 if concepts is None:
                     raise ValueError("this decoder reads concept scores: pass concepts")
-                concepts = tf.cast(concepts, tf.float32)
-                concepts = tf.broadcast_to(concepts[:, None, :], tf.concat(
-                    [tf.shape(projected)[:2], tf.shape(concepts)[1:]], 0))
-                projected = tf.concat([projected, concepts], -1)
+                projected = tf.concat([projected, self._fold(self._per_image(concepts))], -1)
         elif self.config.decoder == "merge":
             pooled = self._dropout(tf.reduce_mean(features, axis=1), training)
             projected = tf.nn.relu(tf.matmul(pooled, self._v(self.merge_image))
@@ -226,6 +234,29 @@ class CaptionDecoder(tf.Module):
         else:
             projected = tf.zeros(tf.shape(features)[:2])[..., None]
         return features, projected
+
+    def _per_image(self, concepts):
+        """[B, T] concept scores -> [B, 2E + V]: the three terms they add at every step
+        (to the word input, the deep output, the copy logits). The scores do not change
+        from word to word, so these are products made once per image here rather than at
+        each step (the copy path alone, T x V, was ~14 % of a step's multiplies)."""
+        scores = tf.cast(concepts, tf.float32)
+        return tf.concat([self._mm(scores, self._v(self.concept_in)),
+                          self._mm(scores, self._v(self.concept_out)),
+                          self._mm(scores, self._v(self.concept_copy))], -1)
+
+    def _fold(self, per_image):
+        """[B, D] -> [B, L, ceil(D / L)], zero-padded: the per-image vector travels in
+        ``projected`` (which beam search tiles and an ensemble packs along its last axis)
+        without being copied to every one of the L cells."""
+        cells, rows = self.config.grid_cells, self._per_image_rows
+        padded = tf.pad(per_image, [[0, 0], [0, cells * rows - self._per_image_width]])
+        return tf.reshape(padded, [-1, cells, rows])
+
+    def _unfold(self, folded):
+        """`_fold`'s inverse: [B, L, rows] -> [B, D]."""
+        flat = tf.reshape(folded, [tf.shape(folded)[0], -1])
+        return flat[:, :self._per_image_width]
 
     def init_state(self, features, training: bool = False):
         """Initial (h, c) from the mean feature; Show-and-Tell also consumes the image;
@@ -255,10 +286,9 @@ class CaptionDecoder(tf.Module):
         if self.config.decoder == "attention":
             concept_in = concept_out = 0.0
             if self.config.concept_inputs:
-                A = self.config.attention_units
-                scores, projected = projected[:, 0, A:], projected[..., :A]
-                concept_in = self._mm(scores, self._v(self.concept_in))
-                concept_out = self._mm(scores, self._v(self.concept_out))
+                A, E = self.config.attention_units, self.config.embedding_dim
+                per_image, projected = self._unfold(projected[..., A:]), projected[..., :A]
+                concept_in, concept_out = per_image[:, :E], per_image[:, E:2 * E]
             e = tf.tanh(projected + self._mm(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
             alpha = tf.nn.softmax(tf.squeeze(tf.einsum("bla,ak->blk", e, self._v(self.att_score)), -1))
             context = tf.einsum("bl,blc->bc", alpha, features)
@@ -273,7 +303,7 @@ class CaptionDecoder(tf.Module):
         logits = self._mm(self._dropout(tf.tanh(deep), training), self._v(self.out_word)) + self._v(self.out_bias)
         if self.config.concept_inputs:  # attention only (__init__), scores read above
             gate = tf.sigmoid(self._mm(h, self._v(self.copy_gate)) + self._v(self.copy_gate_bias))
-            logits += gate * self._mm(scores, self._v(self.concept_copy))
+            logits += gate * per_image[:, 2 * E:]
         return logits, h, c, alpha
 
     def _merge_step(self, x, h, c, features, projected, training: bool):

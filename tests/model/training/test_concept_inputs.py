@@ -92,6 +92,35 @@ def test_the_decoder_reads_concepts_and_refuses_to_decode_without_them():
         CaptionDecoder(tiny_config(decoder="merge", concept_inputs=True, concept_count=T))
 
 
+def test_the_concept_terms_made_once_per_image_are_the_ones_each_step_would_make():
+    # prepare() multiplies the scores by concept_in / concept_out / concept_copy once per
+    # image and folds the result across the grid cells; a step must then produce exactly
+    # the logits of the per-step formula (Yao et al.'s copy path, the added inputs).
+    config = tiny_config(concept_inputs=True, concept_count=T, vocab_size=23)  # 2E+V: not a multiple of L
+    dec = CaptionDecoder(config)
+    rng = np.random.default_rng(3)
+    for w in (dec.concept_in, dec.concept_out, dec.concept_copy):
+        w.assign(rng.normal(0, 0.3, w.shape).astype(np.float32))
+    features = tf.random.normal([3, config.grid_cells, config.feature_channels], seed=1)
+    scores = rng.uniform(0, 1, (3, T)).astype(np.float32)
+    feats, projected = dec.prepare(features, concepts=scores)
+    assert projected.shape[-1] == dec.projected_width
+    h, c = dec.init_state(feats)
+    words = tf.constant([1, 4, 5])
+    logits, *_ = dec.step(words, h, c, feats, projected)
+
+    x = tf.gather(dec.embedding, words)
+    att = tf.einsum("blc,ca->bla", features, dec.att_feat)
+    e = tf.tanh(att + (h @ dec.att_hidden)[:, None, :] + dec.att_bias)
+    alpha = tf.nn.softmax(tf.squeeze(tf.einsum("bla,ak->blk", e, dec.att_score), -1))
+    context = tf.sigmoid(h @ dec.gate + dec.gate_bias) * tf.einsum("bl,blc->bc", alpha, features)
+    h2, _ = dec._lstm(tf.concat([x + scores @ dec.concept_in, context], -1), h, c)
+    deep = x + h2 @ dec.out_hidden + context @ dec.out_context + scores @ dec.concept_out
+    expected = tf.tanh(deep) @ dec.out_word + dec.out_bias + tf.sigmoid(
+        h2 @ dec.copy_gate + dec.copy_gate_bias) * (scores @ dec.concept_copy)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_the_copy_path_starts_from_the_words_that_name_each_concept():
     words = ["<pad>", "a", "bear", "bears", "man", "red", "toilet"]
     table = copy_table(words)

@@ -21,6 +21,11 @@ class ModelConfig:
     embedding_dim: int = 256
     lstm_units: int = 512
     attention_units: int = 512
+    # Attention decoder: the width of the context vector the LSTM reads (0: the grid's
+    # own C channels). The grid is projected to this once per image, so a step's LSTM
+    # kernel is (E + P + U) x 4U instead of (E + C + U) x 4U: with C = 1280, P = 512
+    # is ~35 % fewer multiplies per step (issue 21). Needs training from scratch.
+    context_units: int = 0
     dropout: float = 0.5
     vocab_size: int = 0          # filled in from the vocabulary
     max_length: int = 22         # words generated at most (not counting <start>)

@@ -5,7 +5,8 @@ them alike:
 
 * ``attention`` -- Show, Attend and Tell (Xu et al. 2015): soft attention over the
   L = grid*grid feature vectors at every word, a sigmoid gate on the context vector,
-  initial LSTM state from the mean feature, deep output layer.
+  initial LSTM state from the mean feature, deep output layer. Optionally the context
+  is read from the grid projected to ``context_units`` channels (a narrower LSTM).
 * ``show_and_tell`` -- Vinyals et al. 2015: the pooled image vector is fed once as the
   first LSTM input; no attention (the returned attention weights are uniform).
 * ``merge`` -- the "merge" captioner of the Keras tutorials (Tanti et al. 2017; Brownlee's
@@ -88,7 +89,10 @@ class CaptionDecoder(tf.Module):
                              f"{', '.join(MATMUL_DTYPES)}")
         if c.concept_inputs and (c.decoder != "attention" or c.concept_count <= 0):
             raise ValueError("concept_inputs needs the attention decoder and concept_count > 0")
-        lstm_in = E + (C if c.decoder == "attention" else 0)
+        if c.context_units and c.decoder != "attention":
+            raise ValueError("context_units needs the attention decoder")
+        P = c.context_units or C   # the context vector the LSTM reads
+        lstm_in = E + (P if c.decoder == "attention" else 0)
         self.lstm_kernel = var(_glorot(rng, (lstm_in + U, 4 * U)), name="lstm_kernel")
         bias = np.zeros(4 * U, np.float32)
         bias[U:2 * U] = 1.0  # forget-gate bias 1: remembers by default early in training
@@ -104,9 +108,9 @@ class CaptionDecoder(tf.Module):
             self.att_hidden = var(_glorot(rng, (U, A)), name="att_hidden")
             self.att_bias = var(np.zeros(A, np.float32), name="att_bias")
             self.att_score = var(_glorot(rng, (A, 1)), name="att_score")
-            self.gate = var(_glorot(rng, (U, C)), name="gate")
-            self.gate_bias = var(np.zeros(C, np.float32), name="gate_bias")
-            self.out_context = var(_glorot(rng, (C, E)), name="out_context")
+            self.gate = var(_glorot(rng, (U, P)), name="gate")
+            self.gate_bias = var(np.zeros(P, np.float32), name="gate_bias")
+            self.out_context = var(_glorot(rng, (P, E)), name="out_context")
         else:
             self.image_embed = var(_glorot(rng, (C, E)), name="image_embed")
         if c.concept_inputs:
@@ -124,6 +128,8 @@ class CaptionDecoder(tf.Module):
         self.out_hidden = var(_glorot(rng, (U, E)), name="out_hidden")
         self.out_word = var(_glorot(rng, (E, V)), name="out_word")
         self.out_bias = var(np.zeros(V, np.float32), name="out_bias")
+        if c.context_units:   # drawn last: the other weights start as without it
+            self.context_proj = var(_glorot(rng, (C, P)), name="context_proj")
 
     def _build_merge(self, rng: np.random.Generator) -> None:
         # No initial-state weights: the merge LSTM starts from zeros and never sees the image.
@@ -141,7 +147,8 @@ class CaptionDecoder(tf.Module):
         """Size of the last axis of what ``prepare`` returns as ``projected`` (an ensemble
         packs its members' along it)."""
         c = self.config
-        return {"attention": c.attention_units + (self._per_image_rows if c.concept_inputs else 0),
+        return {"attention": c.attention_units + c.context_units
+                + (self._per_image_rows if c.concept_inputs else 0),
                 "merge": c.lstm_units}.get(c.decoder, 1)
 
     @property
@@ -216,13 +223,18 @@ class CaptionDecoder(tf.Module):
 
     def prepare(self, features, training: bool = False, concepts=None):
         """Per-image work done once: features [B, L, C] -> (features, projected [B, L, A]);
-        for merge, projected is the image's Dense(U, relu) vector [B, 1, U]. With concept
-        inputs, ``concepts`` [B, T] (the head's scores) are required and travel packed
-        after A, broadcast along L ([B, L, A + T]), so the search reorders them with the
-        rest (as an ensemble packs its members)."""
+        for merge, projected is the image's Dense(U, relu) vector [B, 1, U]. An attention
+        decoder packs after the A attention keys, along the last axis (so the search tiles
+        and an ensemble packs them with the rest): the grid projected to P context values
+        (``context_units``), then with concept inputs the per-image concept terms folded
+        across the L cells (`_fold`); ``concepts`` [B, T], the head's scores, are then
+        required."""
         features = tf.cast(features, tf.float32)
         if self.config.decoder == "attention":
             projected = tf.einsum("blc,ca->bla", features, self._v(self.att_feat))
+            if self.config.context_units:   # the narrower values attention reads
+                projected = tf.concat([projected, tf.einsum(
+                    "blc,cp->blp", features, self._v(self.context_proj))], -1)
             if self.config.concept_inputs:
                 if concepts is None:
                     raise ValueError("this decoder reads concept scores: pass concepts")
@@ -284,14 +296,16 @@ class CaptionDecoder(tf.Module):
         if self.config.decoder == "merge":
             return self._merge_step(x, h, c, features, projected, training)
         if self.config.decoder == "attention":
+            A, P, E = (self.config.attention_units, self.config.context_units,
+                       self.config.embedding_dim)
+            keys, values = projected[..., :A], projected[..., A:A + P] if P else features
             concept_in = concept_out = 0.0
             if self.config.concept_inputs:
-                A, E = self.config.attention_units, self.config.embedding_dim
-                per_image, projected = self._unfold(projected[..., A:]), projected[..., :A]
+                per_image = self._unfold(projected[..., A + P:])
                 concept_in, concept_out = per_image[:, :E], per_image[:, E:2 * E]
-            e = tf.tanh(projected + self._mm(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
+            e = tf.tanh(keys + self._mm(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
             alpha = tf.nn.softmax(tf.squeeze(tf.einsum("bla,ak->blk", e, self._v(self.att_score)), -1))
-            context = tf.einsum("bl,blc->bc", alpha, features)
+            context = tf.einsum("bl,blc->bc", alpha, values)
             context = tf.sigmoid(self._mm(h, self._v(self.gate)) + self._v(self.gate_bias)) * context
             h, c = self._lstm(tf.concat([x + concept_in, context], axis=-1), h, c)
             deep = x + self._mm(self._dropout(h, training), self._v(self.out_hidden)) + self._mm(

@@ -83,7 +83,9 @@ def _member_config(shapes: dict, scope: str, config: ModelConfig) -> ModelConfig
         raise RebuildError(f"no decoder variant's weights under {scope!r} in the checkpoint")
     attention = variant == "attention"
     concepts = any(k.startswith(f"{scope}concept_in/") for k in shapes)
+    narrowed = any(k.startswith(f"{scope}context_proj/") for k in shapes)
     return config.replace(
+        context_units=shape("context_proj")[1] if narrowed else 0,
         concept_inputs=concepts,
         concept_count=shape("concept_in")[0] if concepts else 0,
         decoder=variant, vocab_size=vocab,

@@ -156,3 +156,19 @@ def test_run_all_covers_every_benchmark():
         if not path.name.startswith("_"):
             assert f"bench/{path.name}" in script, f"run_all.sh does not run {path.name}"
     subprocess.run(["bash", "-n", str(BENCH / "run_all.sh")], check=True)
+
+
+def test_decoder_width_tiny(tmp_path):
+    from tests.support.tiny import export_tiny_model
+
+    model = export_tiny_model(str(tmp_path / "tiny"))
+    stdout, data = run_script("decoder_width", "--model", model, "--widths", "8",
+                              "--batches", "1,2", "--images", "2", "--rounds", "1",
+                              tmp_path=tmp_path)
+    cells = {(c["batch"], c["context_units"]): c for c in data["cells"]}
+    assert set(cells) == {(1, 0), (1, 8), (2, 0), (2, 8)}
+    assert {c["attention_units"] for c in data["cells"]} == {12}
+    assert all(c["ms_per_image"] > 0 for c in cells.values())
+    assert cells[(1, 0)]["speed_vs_full"] == 1.0
+    assert cells[(1, 8)]["lstm_inputs"] < cells[(1, 0)]["lstm_inputs"]
+    assert re.search(r"^1 +16 \(full\) +12 +.*1\.00x$", stdout, re.M), stdout

@@ -60,6 +60,8 @@ bench pipeline_throughput "$PY" bench/pipeline_throughput.py --images "$IMAGES" 
   --batch-size 16 --model "$MODEL"
 bench model_throughput "$PY" bench/model_throughput.py "${SOURCE[@]}" \
   --images $((IMAGES / 2)) --json "$OUT/model_throughput.json"
+bench decoder_width "$PY" bench/decoder_width.py --model "$MODEL" --attention 512,128 --rounds 2 \
+  --images $((IMAGES / 2)) --json "$OUT/decoder_width.json"
 bench vs_tutorial_loop "$PY" bench/vs_tutorial_loop.py "${SOURCE[@]}" \
   --images "$IMAGES" --batch-size $((IMAGES / 2)) --json "$OUT/vs_tutorial_loop.json"
 bench memory "$PY" bench/memory.py "${MEMORY_SOURCE[@]}" --counts "$MEMORY_COUNTS" \

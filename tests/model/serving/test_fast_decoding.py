@@ -90,6 +90,19 @@ def test_xla_search_matches_with_a_transfer_guide():
     _assert_same_search(plain, compiled)
 
 
+def test_xla_search_matches_with_concept_reading_and_narrow_context_members():
+    # The per-image concept terms folded across the grid cells and the projected context
+    # both travel in `projected`: XLA must slice and unfold them as the plain graph does.
+    T = len(CONCEPTS)
+    decoder = DecoderEnsemble([tiny_decoder(5, concept_inputs=True, concept_count=T),
+                               tiny_decoder(6, context_units=6, concept_inputs=True,
+                                            concept_count=T)]).to_int8()
+    scores = tf.constant(np.random.default_rng(2).uniform(0, 1, (5, T)), tf.float32)
+    plain = _search(decoder, None, scores)
+    _assert_same_search(plain, _search(decoder, None, scores, jit=True))
+    assert (plain["lengths"] > 1).any()
+
+
 def _captioner(jit_compile: bool, decoder) -> Captioner:
     config = tiny_config(block_repeated_trigrams=True, ban_unk=True, beam_width=3)
     return Captioner(TinyEncoder(config.feature_channels, config.seed), decoder, WORDS, config,

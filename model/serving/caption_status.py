@@ -19,7 +19,11 @@ A caption is
 
 A caption's person words are judged as a person: "a man", "a girl" and "a crowd" are
 supported by the person detector (`judged_as`), because telling a man from a woman is
-not what the gate is for (CHAIR counts all of them as one COCO object, person).
+not what the gate is for (CHAIR counts all of them as one COCO object, person). The
+person detector has its own support threshold, ``person_support``: it was trained on
+Flickr8k, where three photos in four show people, so it also scores the scenes people
+are photographed in (a parked bicycle 0.85, an empty bathroom 0.44); below that
+threshold its score is context, not a person, and a caption naming one is ``unsure``.
 
 The two statuses decided from pixels alone, before any caption (``too_small``,
 ``blank``), are model/data/pixels.py's `pixel_status`; `STATUSES` lists all five.
@@ -60,10 +64,12 @@ class GateThresholds:
     never on dev or COCO: the lowest CHAIR-s among `ok` captions that keeps >= 88 % of
     them ok (tools/measure_gate.py --tune; docs/training.md, "Concept detectors and the
     caption gate"). With these, a weak named object alone does not make a caption
-    unsure (support 0): on Flickr8k, keeping 88 % ok leaves no room for it."""
+    unsure (support 0): on Flickr8k, keeping 88 % ok leaves no room for it — except a
+    person, whose detector scores context (module docstring): below 0.8 it is unsure."""
 
     min_caption_score: float = -1.3   # per-word mean log-probability of the best beam
     support: float = 0.0              # a named, judgeable object scoring >= this is there
+    person_support: float = 0.7       # ... and a named person (any person word) >= this
     contradict_below: float = 0.05    # a named object scoring below this ...
     confident: float = 0.3            # ... while another object scores this: contradicted
 
@@ -162,7 +168,9 @@ def caption_status(caption: str, score: float, concepts: Sequence[str],
         others = [s for c, s in seen.items() if c not in judged and c in covered]
         if others and max(others) >= t.confident:
             return CONTRADICTED, objects
-    if score < t.min_caption_score or any(s < t.support for s in named_scores.values()):
+    if score < t.min_caption_score or any(
+            s < (max(t.support, t.person_support) if c == PERSON else t.support)
+            for c, s in named_scores.items()):
         return UNSURE, objects
     return OK, objects
 

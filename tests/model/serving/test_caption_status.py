@@ -53,6 +53,26 @@ def test_low_score_or_unsupported_object_is_unsure():
     assert status("a dog runs", {"cat": 0.4})[0] == UNSURE
 
 
+def test_a_person_needs_the_person_support_other_objects_the_plain_support():
+    t = GateThresholds(min_caption_score=-1.2, support=0.1, person_support=0.8)
+    judge = lambda caption, scores: caption_status(  # noqa: E731
+        caption, -0.8, list(scores), list(scores.values()), t, COVERED)[0]
+    # The person detector's context score (an empty bathroom 0.44) is not a person...
+    assert judge("a man is sitting in the bathroom", {"person": 0.44, "toilet": 0.3}) == UNSURE
+    assert judge("two girls on a bench", {"person": 0.79, "bench": 0.9}) == UNSURE
+    # ...its confident score is, for every person word.
+    assert judge("two girls on a bench", {"person": 0.8, "bench": 0.9}) == OK
+    # The plain support still rules every other object.
+    assert judge("a dog on a bench", {"dog": 0.3, "bench": 0.9}) == OK
+    assert judge("a dog on a bench", {"dog": 0.05, "bench": 0.9}) == UNSURE
+    # It never lowers the bar below the plain support.
+    low = GateThresholds(support=0.5, person_support=0.2)
+    assert caption_status("a man", -0.5, ["person"], [0.3], low, COVERED)[0] == UNSURE
+    # A model card may set it like any other field.
+    assert gate.thresholds_from_card(
+        {"caption_gate": {"thresholds": {"person_support": 0.6}}}).person_support == 0.6
+
+
 def test_objects_the_cnn_cannot_judge_are_taken_at_the_captions_word():
     caption = "a man stands in the field"
     person_only = frozenset({"person"})

@@ -34,6 +34,8 @@ def member(run_dir: str) -> dict:
     best = max(history, key=lambda h: h["val_cider"])
     lm_path = os.path.join(run_dir, "lm_pretrain.json")
     lm = json.load(open(lm_path)) if os.path.exists(lm_path) else None
+    concepts_path = os.path.join(run_dir, "concept_inputs.json")
+    concept_inputs = json.load(open(concepts_path)) if os.path.exists(concepts_path) else None
     lm_seconds = sum(h["seconds"] for h in lm["history"]) if lm else 0.0
     return {
         "run": os.path.basename(os.path.abspath(run_dir)),
@@ -47,6 +49,10 @@ def member(run_dir: str) -> dict:
         **({"lm_pretrain": {k: lm[k] for k in ("sources", "exclude", "captions",
                                                 "images_dropped", "epochs", "history")}}
            if lm else {}),
+        # A concept-input member's text-only captions (sources, exclusions, counts).
+        **({"concept_inputs": {k: concept_inputs[k] for k in (
+            "text", "exclude", "text_captions", "images_dropped") if k in concept_inputs}}
+           if concept_inputs else {}),
     }
 
 
@@ -56,11 +62,16 @@ def trained(model_dir: str, dev_scores: str, runs: list[str], card: dict) -> dic
     scores = ev["scores"]
     model_key = next(k for k in scores if k.startswith("model"))
     members = [member(r) for r in runs]
+    text = sorted({os.path.relpath(src) for m in members
+                   for src in m.get("concept_inputs", {}).get("text", [])})
     return {
         "training_data": "Flickr8k official train split (5,997 images x 5 captions) from "
                          "../shared/datasets/flickr8k, minus 500 images held out per member for "
                          "early stopping; 6,203 of the 7,089 images are 224x224 squares stretched "
-                         "from the originals, so serving resizes to a plain 224x224 square",
+                         "from the originals, so serving resizes to a plain 224x224 square"
+                         + (f"; text-only captions (no pixels) from {', '.join(text)}, minus "
+                            "the shared COCO photos' and the Flickr8k dev photos' captions"
+                            if text else ""),
         "members": members,
         "language_model_text": sorted({os.path.relpath(src) for m in members
                                        for src in m.get("lm_pretrain", {}).get("sources", [])}),

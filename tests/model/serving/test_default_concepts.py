@@ -58,3 +58,27 @@ def test_card_tool_refreshes_a_rebuilt_card_and_keeps_its_evaluation(tmp_path):
     assert new["evaluation"] == card["evaluation"] and new["members"] == card["members"]
     assert new["note"] == "n" and new["size_bytes"] > 10_000
     assert "concept head" not in new["license"]  # this one has none
+
+
+def test_card_tool_records_a_concept_input_members_text_captions(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("card_tool", REPO / "tools" / "default_model_card.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    runs = [fake_run(tmp_path / f"run{s}", seed=s) for s in (1, 2)]
+    for run in runs:
+        json.dump([{"epoch": 1, "loss": 3.0, "val_cider": 0.4, "train_seconds": 60.0}],
+                  open(os.path.join(run, "history.json"), "w"))
+    text = [str(tmp_path / "coco" / "captions_val2017.json")]
+    json.dump({"text": text, "exclude": ["x.txt"], "text_captions": 12, "images_dropped": 3,
+               "detectors": "concept_detectors.npz"},
+              open(os.path.join(runs[0], "concept_inputs.json"), "w"))
+    dev = tmp_path / "dev.json"
+    json.dump({"images": 4, "scores": {"model m": {"BLEU-4": 0.2, "METEOR": 0.2}}}, open(dev, "w"))
+    card = tool.trained("M", str(dev), runs, {"beam_width": 3, "length_alpha": 1.0})
+    first, second = card["members"]
+    assert first["concept_inputs"] == {"text": text, "exclude": ["x.txt"], "text_captions": 12,
+                                       "images_dropped": 3}
+    assert "concept_inputs" not in second
+    assert "text-only captions" in card["training_data"]
+    assert os.path.relpath(text[0]) in card["training_data"]

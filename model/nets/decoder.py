@@ -298,7 +298,11 @@ class CaptionDecoder(tf.Module):
         if self.config.decoder == "attention":
             A, P, E = (self.config.attention_units, self.config.context_units,
                        self.config.embedding_dim)
-            keys, values = projected[..., :A], projected[..., A:A + P] if P else features
+            # Slice only what is packed after the keys (a slice would copy [rows, L, A]
+            # at every step).
+            packed = P or self.config.concept_inputs
+            keys = projected[..., :A] if packed else projected
+            values = projected[..., A:A + P] if P else features
             concept_in = concept_out = 0.0
             if self.config.concept_inputs:
                 per_image = self._unfold(projected[..., A + P:])

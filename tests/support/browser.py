@@ -95,7 +95,9 @@ class Browser:
             self.send(f"{domain}.enable")
         return self
 
-    def _devtools_port(self, timeout: float = 20.0) -> int:
+    def _devtools_port(self, timeout: float = 60.0) -> int:
+        # Chromium can take over 20 s to start on 2 busy cores (seen with a training run
+        # beside the suite).
         marker = os.path.join(self.profile, "DevToolsActivePort")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

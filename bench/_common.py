@@ -145,6 +145,19 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._start
 
 
+def interleaved_rounds(arms, rounds: int) -> dict:
+    """{name: [seconds of each round]} for arms [(name, one_pass)]: every arm's pass timed
+    in turn, ``rounds`` times, the order reversed every other round, so background load
+    hits every arm alike (side-by-side ratios on a shared machine)."""
+    timed = {name: [] for name, _ in arms}
+    for r in range(rounds):
+        for name, one_pass in (arms if r % 2 == 0 else arms[::-1]):
+            with Stopwatch() as t:
+                one_pass()
+            timed[name].append(t.seconds)
+    return timed
+
+
 # -- images -------------------------------------------------------------------------------
 def sample_photos() -> list[pathlib.Path]:
     photos = sorted(SAMPLES.glob("*.jpg"))

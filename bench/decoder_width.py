@@ -23,31 +23,29 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import _common as bc
 
 
-def build_decoder(card: dict, context_units: int, attention_units: int):
-    """An ensemble (or single decoder) shaped like the card's, with ``context_units`` and
-    ``attention_units``."""
+def build_decoder(card: dict, config, members: int, context_units: int,
+                  attention_units: int):
+    """An ensemble of ``members`` (or a single decoder) shaped like the card's, with
+    ``context_units`` and ``attention_units``."""
     from altbeam.model.nets.decoder import CaptionDecoder
     from altbeam.model.nets.ensemble import DecoderEnsemble
 
-    config = bc.config_from_card(card).replace(context_units=context_units,
-                                               attention_units=attention_units)
-    members = len(card.get("members") or [None])
+    config = config.replace(context_units=context_units, attention_units=attention_units)
     decoders = [CaptionDecoder(config.replace(seed=config.seed + i)) for i in range(members)]
     decoder = DecoderEnsemble(decoders) if members > 1 else decoders[0]
     return decoder.to_int8() if str(card.get("weights_dtype")).startswith("int8") else decoder
 
 
-def searcher(decoder, card: dict, cells: int, channels: int):
+def searcher(decoder, card: dict, config):
     import tensorflow as tf
 
     from altbeam.model.serving.beam_search import beam_search
 
-    config = bc.config_from_card(card)
+    cells, channels = config.grid_cells, config.feature_channels
 
     @tf.function(input_signature=[tf.TensorSpec([None, cells, channels], tf.float32)])
     def search(features):
@@ -75,33 +73,31 @@ def main(argv=None) -> int:
     card = bc.read_card(args.model)
     config = bc.config_from_card(card)
     cells, channels = config.grid_cells, config.feature_channels
+    members = len(card.get("members") or [None])
     own_a = config.attention_units
     widths = [(0, own_a)] + [(p, a) for a in (args.attention or [own_a])
                              for p in [0, *args.widths] if (p, a) != (0, own_a)]
-    arms = {w: build_decoder(card, *w) for w in widths}
+    arms = {w: build_decoder(card, config, members, *w) for w in widths}
     env, command = bc.environment(), bc.command_line(argv and [sys.argv[0], *argv])
     print(bc.header("decoder width (beam search alone, random weights, full max_length)",
                     env, command))
     print(f"shape of {args.model}: vocab {config.vocab_size}, E {config.embedding_dim}, "
           f"U {config.lstm_units}, A {config.attention_units}, C {channels}, L {cells}, "
           f"beam {card['beam_width']}, max_length {card['max_length']}, "
-          f"{len(card.get('members') or [None])} member(s), "
+          f"{members} member(s), "
           f"{str(card.get('weights_dtype')).split()[0]} decoder weights\n")
     rows, cells_out = [], []
     rng = np.random.default_rng(0)
-    search = {w: searcher(d, card, cells, channels) for w, d in arms.items()}
+    search = {w: searcher(d, card, config) for w, d in arms.items()}
     for batch in args.batches:
         feats = rng.normal(0, 1, (batch, cells, channels)).astype(np.float32)
         calls = max(1, -(-args.images // batch))
         for fn in search.values():
             fn(feats)                                  # warm up (traced once per arm)
-        times = {w: [] for w in widths}
-        for r in range(args.rounds):
-            for w in (widths if r % 2 == 0 else widths[::-1]):
-                start = time.perf_counter()
-                for _ in range(calls):
-                    search[w](feats).numpy()
-                times[w].append((time.perf_counter() - start) * 1e3 / (calls * batch))
+        passes = [(w, lambda fn=search[w], x=feats, n=calls: [fn(x).numpy() for _ in range(n)])
+                  for w in widths]
+        times = {w: [s * 1e3 / (calls * batch) for s in rounds_s]
+                 for w, rounds_s in bc.interleaved_rounds(passes, args.rounds).items()}
         base = statistics.median(times[widths[0]])
         for (p, a) in widths:
             ms = statistics.median(times[(p, a)])

@@ -73,13 +73,9 @@ def compare_cells(models: dict, encode, arrays, batches, images: int, rounds: in
             with bc.Stopwatch() as t:
                 fn(data[0])
             first_call[(batch, name)] = t.seconds
-        timed = {name: [] for name, _ in arms}
-        for r in range(rounds):
-            for name, fn in (arms if r % 2 == 0 else arms[::-1]):
-                with bc.Stopwatch() as t:
-                    for b in data:
-                        fn(b)
-                timed[name].append(t.seconds / n)
+        passes = [(name, lambda fn=fn, data=data: [fn(b) for b in data]) for name, fn in arms]
+        timed = {name: [s / n for s in rounds_s]
+                 for name, rounds_s in bc.interleaved_rounds(passes, rounds).items()}
         per_image = {name: statistics.median(v) for name, v in timed.items()}
         for name in models:
             share = min(per_image["encoder"] / per_image[name], 1.0)

@@ -28,14 +28,16 @@ GROUNDING_TARGETS = (
 )
 
 
+def _json_if_there(path: str):
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
 def member(run_dir: str) -> dict:
     config = json.load(open(os.path.join(run_dir, "config.json")))
     history = json.load(open(os.path.join(run_dir, "history.json")))
     best = max(history, key=lambda h: h["val_cider"])
-    lm_path = os.path.join(run_dir, "lm_pretrain.json")
-    lm = json.load(open(lm_path)) if os.path.exists(lm_path) else None
-    concepts_path = os.path.join(run_dir, "concept_inputs.json")
-    concept_inputs = json.load(open(concepts_path)) if os.path.exists(concepts_path) else None
+    lm = _json_if_there(os.path.join(run_dir, "lm_pretrain.json"))
+    concept_inputs = _json_if_there(os.path.join(run_dir, "concept_inputs.json"))
     lm_seconds = sum(h["seconds"] for h in lm["history"]) if lm else 0.0
     return {
         "run": os.path.basename(os.path.abspath(run_dir)),

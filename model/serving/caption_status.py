@@ -65,7 +65,8 @@ class GateThresholds:
     them ok (tools/measure_gate.py --tune; docs/training.md, "Concept detectors and the
     caption gate"). With these, a weak named object alone does not make a caption
     unsure (support 0): on Flickr8k, keeping 88 % ok leaves no room for it — except a
-    person, whose detector scores context (module docstring): below 0.8 it is unsure."""
+    person, whose detector scores context (module docstring): below 0.7 it is unsure
+    (`person_support`, tuned alone with the other four kept: `--tune --only`)."""
 
     min_caption_score: float = -1.3   # per-word mean log-probability of the best beam
     support: float = 0.0              # a named, judgeable object scoring >= this is there

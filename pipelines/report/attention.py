@@ -18,6 +18,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from altbeam.model.serving.caption_status import NO_CAPTION
+from altbeam.pipelines.catalog.api import STATUS_MEANINGS
 from altbeam.pipelines.report.html import esc
 from altbeam.pipelines.report.thumbs import MAX_SOURCE_BYTES, read_source
 from altbeam.pipelines.runtime.redact import redact
@@ -215,7 +217,13 @@ def attention_fragments(images: list[dict], explicit_model: str | None,
         return None, note
     print(f"altbeam report: attention heatmaps from model {redact(path)} (version "
           f"{model.version})", file=sys.stderr)
-    heats = make_heatmaps([r["uri"] for r in images], model, budget_bytes)
+    # An image the catalog holds back (too small, blank) gets no model caption here either:
+    # words and maps for a grey square would be the invented text the gate withheld.
+    held = {i: STATUS_MEANINGS[r["caption_status"]] for i, r in enumerate(images)
+            if r.get("caption_status") in NO_CAPTION}
+    made = iter(make_heatmaps([r["uri"] for i, r in enumerate(images) if i not in held],
+                              model, budget_bytes))
+    heats = [Heatmaps(reason=held[i]) if i in held else next(made) for i in range(len(images))]
     return ([render_heatmaps(h, r.get("caption"), model.version)
              for h, r in zip(heats, images)],
             f"Attention heatmaps from model {redact(path)} (version {model.version}).")

@@ -103,6 +103,30 @@ def test_heatmap_per_image_and_word(pipeline_catalog, tiny_model, photo_dir, tmp
     assert {p: p.read_bytes() for p in photo_dir.iterdir()} == before   # photos untouched
 
 
+def test_held_back_images_get_no_heatmaps(tmp_path, photo_dir, tiny_model):
+    """A too-small or blank image has no caption in the catalog; --attention must not
+    show the model's words for it either."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(sorted(photo_dir.glob("*.jpg"))[0], folder / "photo.jpg")
+    Image.new("RGB", (20, 400), (200, 30, 30)).save(folder / "sliver.png")
+    Image.new("RGB", (640, 480), (128, 128, 128)).save(folder / "grey.png")
+    from altbeam.pipelines.caption import pipeline as caption
+
+    cat = tmp_path / "catalog"
+    assert caption.main([str(folder), "--catalog", str(cat), "--model", tiny_model,
+                         "--no-progress"]) == 0
+    page = build(cat, tmp_path / "r.html", "--attention")
+    # Cards of held-back images have no caption line, so split by card, not by CARD.
+    found = {re.search(r'data-uri="[^"]*/([^"/]+)"', card).group(1): card
+             for card in page.split('<li class="card" ')[1:]}
+    assert set(found) == {"photo.jpg", "sliver.png", "grey.png"}
+    assert MINI.findall(found["photo.jpg"])
+    for name, why in (("sliver.png", "image too small"), ("grey.png", "image blank")):
+        assert not MINI.findall(found[name]) and "differently" not in found[name]
+        assert f"no attention heatmaps: no caption: {why}" in found[name]
+
+
 def test_other_model_captions_missing_files_and_budget(tmp_path, photo_dir, tiny_model):
     photos = sorted(photo_dir.glob("*.jpg"))[:3] + [photo_dir / "gone.jpg"]
     cat = make_catalog(tmp_path / "cat", photos)      # captions written by "another model"

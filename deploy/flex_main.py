@@ -36,7 +36,8 @@ VALUE_PARAMS = {
     "num_shards": "--num-shards",
 }
 # template parameter -> flag given when the parameter is "true"
-BOOL_PARAMS = {"share_model": "--share-model", "force": "--force"}
+BOOL_PARAMS = {"share_model": "--share-model", "force": "--force",
+               "require_gpu": "--require-gpu"}
 # The model must be named: the launcher's and the workers' site-packages paths differ,
 # so "the bundled model" would name a folder that is not on the workers.
 REQUIRED_PARAMS = {"catalog", "model"}

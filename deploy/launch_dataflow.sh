@@ -13,7 +13,8 @@
 # code launching it: the graph is pickled here and unpickled there).
 # Optional: SERVICE_ACCOUNT (worker service account email), MAX_WORKERS (default 4),
 # MACHINE_TYPE (caption: g2-standard-4, 1 NVIDIA L4, 4 vCPU, 16 GB; writeback: n2-standard-4), GPU_TYPE (nvidia-l4),
-# GPU_COUNT (1), DISK_SIZE_GB (50), ONE_SDK_PROCESS=1 (see below), DRY_RUN=1 (print the command only),
+# GPU_COUNT (1), DISK_SIZE_GB (50), ONE_SDK_PROCESS=1 (see below), REQUIRE_GPU=0 (see below),
+# DRY_RUN=1 (print the command only),
 # WORKER_PYTHON (the worker image's Python minor version; default: read from deploy/worker.Dockerfile),
 # ALTBEAM (the command to run; default `altbeam`, or `python -m altbeam.pipelines.cli` from a checkout).
 #
@@ -36,6 +37,9 @@
 #   more unpacked; Dataflow's default boot disk with Shuffle (25 GB) can run out pulling it.
 # * The launcher's Python must be the image's minor version (the graph is pickled here and
 #   unpickled there): this script refuses to submit otherwise, before any VM starts.
+# * --require-gpu (caption; REQUIRE_GPU=0 leaves it out): a worker whose TensorFlow sees
+#   no GPU (driver install failed, CUDA libraries missing from the image) fails the job at
+#   start-up instead of captioning the archive at CPU speed on GPU-priced machines.
 # * --no-progress: the local progress line reads files the workers cannot write; watch the
 #   job's altbeam/* counters in the Dataflow console instead (docs/dataflow.md).
 #
@@ -121,6 +125,9 @@ if [[ $command_name == caption ]]; then
   fi
   beam_flags+=("--dataflow_service_options=worker_accelerator=type:$GPU_TYPE;count:$GPU_COUNT;install-nvidia-driver")
   app_flags+=(--no-progress)
+  if [[ "${REQUIRE_GPU:-1}" != 0 ]]; then
+    app_flags+=(--require-gpu)
+  fi
   if [[ "${ONE_SDK_PROCESS:-0}" == 1 ]]; then
     beam_flags+=(--experiments=no_use_multiple_sdk_containers)
   else

@@ -162,11 +162,12 @@ def test_flex_template_entry_writes_a_gpu_job(gcs_bucket, gcs_model):
     b = gcs_bucket.name
     params = [f"--inputs=gs://{b}/photos/2019,gs://{b}/photos/2020/*.jpg",
               f"--catalog=gs://{b}/catalog", f"--model={gcs_model}", "--batch_size=64",
-              "--share_model=true", "--force=false", "--limit="]
+              "--share_model=true", "--force=false", "--limit=", "--require_gpu=true"]
     caption_argv = flex_main.to_caption_argv(params + ["--machine_type=g2-standard-4"])
     assert caption_argv == [f"gs://{b}/photos/2019", f"gs://{b}/photos/2020/*.jpg",
                             "--catalog", f"gs://{b}/catalog", "--model", gcs_model,
-                            "--batch-size", "64", "--share-model", "--no-progress",
+                            "--batch-size", "64", "--share-model", "--require-gpu",
+                            "--no-progress",
                             "--machine_type=g2-standard-4"]
     with pytest.raises(ValueError, match="parameter force: expected true or false"):
         flex_main.to_caption_argv(params[:3] + ["--force=maybe"])
@@ -231,6 +232,7 @@ def test_launch_script_submits_a_gpu_job(gcs_bucket, gcs_model, tmp_path):
     done = run_launcher(env, *caption_args, f"--template_location=gs://{b}/t/job.json")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "--share-model" in done.stderr                     # the command is echoed
+    assert "--require-gpu" in done.stderr                     # no silent CPU fallback
     job = read_job(gcs_bucket, "t/job.json")
     assert_gpu_job(job, one_sdk_process=False)
     assert job["environment"]["workerPools"][0]["diskSizeGb"] == 50   # room for the image
@@ -239,6 +241,8 @@ def test_launch_script_submits_a_gpu_job(gcs_bucket, gcs_model, tmp_path):
     dry = run_launcher({**env, "ONE_SDK_PROCESS": "1", "DRY_RUN": "1"}, *caption_args)
     assert dry.returncode == 0, dry.stderr
     assert "no_use_multiple_sdk_containers" in dry.stderr and "--share-model" not in dry.stderr
+    cpu_ok = run_launcher({**env, "REQUIRE_GPU": "0", "DRY_RUN": "1"}, *caption_args)
+    assert cpu_ok.returncode == 0 and "--require-gpu" not in cpu_ok.stderr
 
     # Usage errors name what is missing; nothing is launched.
     no_model = run_launcher(env, "caption", f"gs://{b}/photos", "--catalog", f"gs://{b}/c")

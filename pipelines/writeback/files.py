@@ -32,12 +32,14 @@ from altbeam.pipelines.writeback.rules import (
     GENERATOR,
     PROVENANCE_GROUP,
     RAW_TYPES,
+    RECORDED_KEYWORDS,
     XMP_FIELDS,
     already_written,
     caption_fields,
     check_texts,
     field_value,
     iptc_needs_utf8,
+    keywords_to_record,
     lost_tags,
     not_to_write,
     persons_in_fields,
@@ -271,6 +273,8 @@ class Annotator:
         if row.get("score") is not None:
             cmd.append(f"-{p}:Score={float(row['score']):.6g}")
         cmd += [f"-{p}:Fields={FIELDS[f][0]}" for f in captioned]
+        cmd += [f"-{RECORDED_KEYWORDS}+<={s.value_file(k)}"   # "+=": earlier runs' stay
+                for k in keywords_to_record(item.target_tags, item.keywords)]
         if item.use_sidecar and item.sidecar_before is None:
             # A new sidecar: exiftool creates it under a temp name in the same folder,
             # renamed into place after verification (no half-written sidecar).

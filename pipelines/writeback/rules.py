@@ -68,6 +68,7 @@ RAW_TYPES = frozenset({
 })
 
 PROVENANCE_GROUP = "XMP-altbeam"
+RECORDED_KEYWORDS = f"{PROVENANCE_GROUP}:Keywords"   # the keywords altbeam added (a bag)
 GENERATOR = "altbeam"
 
 # Texts some cameras put in ImageDescription by themselves: not a person's words.
@@ -269,10 +270,28 @@ def iptc_needs_utf8(fields, keywords: dict[str, list[str]]) -> bool:
         k.isascii() for k in keywords.get("iptc_keywords", ()))
 
 
+def keywords_to_record(before: dict, keywords: dict[str, list[str]]) -> list[str]:
+    """What this write adds to ``XMP-altbeam:Keywords``, the record of the keywords
+    altbeam put in a keyword list (so a reader can tell them from a person's): each
+    keyword added to any list, once, unless the record holds it already (any case)."""
+    have = {k.casefold() for k in as_list(before.get(RECORDED_KEYWORDS))}
+    recorded = []
+    for keyword in (k for added in keywords.values() for k in added):
+        if keyword.casefold() not in have:
+            have.add(keyword.casefold())
+            recorded.append(keyword)
+    return recorded
+
+
 def wrong_keywords(before: dict, after: dict, keywords: dict[str, list[str]]) -> list[str]:
-    """Keyword tags whose read-back list is not exactly the list before plus those added."""
-    return [FIELDS[f][1] for f, added in keywords.items()
-            if as_list(after.get(FIELDS[f][1])) != as_list(before.get(FIELDS[f][1])) + added]
+    """Keyword tags whose read-back list is not exactly the list before plus those added
+    (the record of altbeam's keywords included)."""
+    bad = [FIELDS[f][1] for f, added in keywords.items()
+           if as_list(after.get(FIELDS[f][1])) != as_list(before.get(FIELDS[f][1])) + added]
+    record = as_list(before.get(RECORDED_KEYWORDS)) + keywords_to_record(before, keywords)
+    if as_list(after.get(RECORDED_KEYWORDS)) != record:
+        bad.append(RECORDED_KEYWORDS)
+    return bad
 
 
 def lost_tags(before: dict, after: dict, written_fields: list[str]) -> list[str]:

@@ -16,7 +16,13 @@ from altbeam.pipelines.writeback import pipeline as writeback
 from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
 from altbeam.pipelines.writeback.files import Annotator
 from altbeam.pipelines.writeback.options import WritebackOptions
-from altbeam.pipelines.writeback.rules import as_list, pixel_frames, wrong_keywords
+from altbeam.pipelines.writeback.rules import (
+    RECORDED_KEYWORDS as RECORD,
+    as_list,
+    keywords_to_record,
+    pixel_frames,
+    wrong_keywords,
+)
 from tests.pipelines.writeback.support import (
     CAPTION,
     annotate,
@@ -144,6 +150,9 @@ def test_keywords_are_added_beside_a_persons_never_removed_nor_doubled(sample_ph
     assert f"keyword '{long_word[:60]}…' not added to IPTC:Keywords (over 64 bytes)" in d[
         "reason"]
     assert tags(png)[SUBJECT] == ["Bear", "DOG", "person", "paris", "café", long_word]
+    # the record of altbeam's keywords: what it added to either list, once; a person's not
+    assert as_list(tags(jpeg).get(RECORD)) == ["bear", "person", "paris", "café", long_word]
+    assert as_list(tags(png).get(RECORD)) == ["DOG", "person", "paris", "café", long_word]
     assert KEYWORDS not in tags(png)                    # PNG: XMP only, and said so
     assert by_name["k.png"]["fields"] == [ALT, SUBJECT]
     assert "not written (PNG files cannot hold them): IPTC:Keywords" in by_name["k.png"][
@@ -169,6 +178,7 @@ def test_keywords_join_an_alt_text_already_written(sample_photos, tmp_path):
                                               "keywords": ["bear"]}})
     run(cat)
     assert tags(p)[SUBJECT] == ["Dog", "Paris, France"] and tags(p)[ALT] == CAPTION
+    assert RECORD not in tags(p)
     result, by_name = run(cat, "--keywords", "--dry-run")
     assert by_name["later.jpg"]["action"] == "would_write"
     assert "keywords added to XMP-dc:Subject: bear" in by_name["later.jpg"]["reason"]
@@ -177,7 +187,15 @@ def test_keywords_join_an_alt_text_already_written(sample_photos, tmp_path):
     assert by_name["later.jpg"]["action"] == "written", by_name["later.jpg"]["reason"]
     assert tags(p)[SUBJECT] == ["Dog", "Paris, France", "bear"]
     assert tags(p)[KEYWORDS] == ["dog", "Paris", "bear"]
-    assert tags(p)[ALT] == CAPTION
+    assert tags(p)[ALT] == CAPTION and as_list(tags(p).get(RECORD)) == ["bear"]
+    # A later catalog (another model) with one more keyword: the record grows; what
+    # altbeam added before stays recorded, the person's keywords never are.
+    cat = catalog(tmp_path, [p], columns={p: {"caption_status": "ok",
+                                              "keywords": ["grass", "dog", "bear"]}})
+    result, by_name = run(cat, "--keywords")
+    assert by_name["later.jpg"]["action"] == "written", by_name["later.jpg"]["reason"]
+    assert tags(p)[SUBJECT] == ["Dog", "Paris, France", "bear", "grass"]
+    assert as_list(tags(p).get(RECORD)) == ["bear", "grass"]
 
 
 def test_keywords_in_sidecars_xmp_only(sample_photos, tmp_path):
@@ -195,6 +213,7 @@ def test_keywords_in_sidecars_xmp_only(sample_photos, tmp_path):
     # a new sidecar holds what is written (the image's own keywords stay in the image)
     assert tags(f"{new}.xmp")[SUBJECT] == ["bear", "dog"]
     assert tags(f"{old}.xmp")[SUBJECT] == ["Bear", "forest", "dog"]
+    assert as_list(tags(f"{old}.xmp").get(RECORD)) == ["dog"]
     for p in (new, old):
         side = tags(f"{p}.xmp")
         assert side[ALT] == CAPTION and KEYWORDS not in side
@@ -232,10 +251,16 @@ def test_a_failed_write_restores_the_original_keywords_exactly(sample_photos, tm
 def test_keyword_lists_are_verified_as_before_plus_added():
     before = {SUBJECT: ["Dog", "Paris"], KEYWORDS: "dog"}
     plan = {"xmp_keywords": ["bear"], "iptc_keywords": ["bear"]}
-    assert wrong_keywords(before, {SUBJECT: ["Dog", "Paris", "bear"],
-                                   KEYWORDS: ["dog", "bear"]}, plan) == []
-    assert wrong_keywords(before, {SUBJECT: ["bear", "Dog", "Paris"],     # reordered
+    right = {SUBJECT: ["Dog", "Paris", "bear"], KEYWORDS: ["dog", "bear"], RECORD: "bear"}
+    assert wrong_keywords(before, right, plan) == []
+    assert wrong_keywords(before, {**right, SUBJECT: ["bear", "Dog", "Paris"],  # reordered
                                    KEYWORDS: ["bear"]}, plan) == [SUBJECT, KEYWORDS]  # lost
+    assert wrong_keywords(before, {**right, RECORD: ["bear", "bear"]}, plan) == [RECORD]
+    # Already recorded by an earlier run (a person has since removed it from the list):
+    # added to the list again, not recorded twice.
+    earlier = {**before, RECORD: ["Bear"]}
+    assert keywords_to_record(earlier, plan) == []
+    assert wrong_keywords(earlier, {**right, RECORD: "Bear"}, plan) == []
 
 
 def test_a_lost_log_write_without_the_keywords_asked_for_is_not_already_written(

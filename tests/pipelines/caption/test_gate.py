@@ -28,7 +28,7 @@ from altbeam.pipelines.caption.inference import read_model_info
 from altbeam.pipelines.catalog.beam_io import read_table_rows
 
 BEAR = "000000000285.jpg"      # the bundled model says "a brown dog"; its CNN says bear
-DOG = "000000017029.jpg"       # "a black dog is running through the grass": right
+DOG = "000000017029.jpg"       # "a black dog is running in the grass": right
 
 
 def info(uri: str, width: int, height: int) -> ImageInfo:

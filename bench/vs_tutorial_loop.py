@@ -35,9 +35,11 @@ TUTORIAL_WIDTHS = (1, 3)
 
 
 # -- (a) the tutorial loop ---------------------------------------------------------------
-def tutorial_models(decoder, encoder):
+def tutorial_models(decoder, encoder, concept_scores=None):
     """Keras models the tutorial loop calls .predict() on: encoder, decoder set-up, one
-    decoder step (word id, h, c, features, projected features -> logits, h, c)."""
+    decoder step (word id, h, c, features, projected features -> logits, h, c).
+    ``concept_scores`` (grid -> [1, T]): the model's concept head, which a decoder that
+    reads concepts needs at set-up (`concept_scorer`)."""
     import keras
     import tensorflow as tf
 
@@ -54,14 +56,15 @@ def tutorial_models(decoder, encoder):
     class DecoderStart(keras.Model):
         """grid [1, g, g, C] -> features [1, L, C], projected [1, L, A], h, c."""
 
-        def __init__(self, dec):
+        def __init__(self, dec, scores):
             super().__init__(name="decoder_start")
-            self.dec = dec
+            self.dec, self.scores = dec, scores
 
         def call(self, grid):
             shape = tf.shape(grid)
             flat = tf.reshape(grid, [shape[0], shape[1] * shape[2], shape[3]])
-            features, projected = self.dec.prepare(flat)
+            concepts = self.scores(grid) if self.scores is not None else None
+            features, projected = self.dec.prepare(flat, concepts=concepts)
             h, c = self.dec.init_state(features)
             return features, projected, h, c
 
@@ -80,7 +83,7 @@ def tutorial_models(decoder, encoder):
 
     if not isinstance(encoder, keras.Model):
         encoder = KerasEncoder(encoder)
-    return encoder, DecoderStart(decoder), DecoderStep(decoder)
+    return encoder, DecoderStart(decoder, concept_scores), DecoderStep(decoder)
 
 
 def tutorial_caption(path, size: int, models, words: list[str], max_length: int) -> str:
@@ -125,6 +128,20 @@ def decoder_from_savedmodel(model_dir: str, config):
     return decoder, words
 
 
+def concept_scorer(config, run_dir: str | None = None, detectors: str | None = None):
+    """grid -> every concept's score, for a decoder that reads them (else None): the run's
+    head, or for an exported model the head its export attached — the installed ImageNet
+    layer plus ``detectors`` (default: the committed ones, which the bundled model has)."""
+    if not config.concept_inputs:
+        return None
+    if run_dir:
+        from altbeam.model.training.concept_inputs import run_concept_head
+        return run_concept_head(run_dir, config.encoder).scores
+    from altbeam.model.serving.caption_status import DETECTORS_NPZ
+    from altbeam.model.serving.export import concept_head_for
+    return concept_head_for(config.encoder, "imagenet", detectors or str(DETECTORS_NPZ)).scores
+
+
 # -- (b) the exported model in batches ----------------------------------------------------
 def savedmodel_rate(model_dir: str, files, size: int, batch: int) -> dict:
     import numpy as np
@@ -154,6 +171,8 @@ def parse_args(argv):
     ap.add_argument("--model", default=None,
                     help="exported SavedModel (default: the bundled model); used when "
                          "neither --run nor --tiny is given")
+    ap.add_argument("--detectors", help="with --model, a decoder that reads concepts: the "
+                    "detectors its export attached (default: model/data/concept_detectors.npz)")
     ap.add_argument("--images", type=int, default=64, help="images (bundled photos, cycled)")
     ap.add_argument("--batch-size", type=int, default=32, help="batch for (b) and (c)")
     ap.add_argument("--pipeline-images", type=int, default=None,
@@ -180,6 +199,7 @@ def main(argv=None) -> int:
         if run_dir:
             decoder, vocab, config = load_decoder(run_dir)
             words = vocab.words
+            scores = concept_scorer(config, run_dir=run_dir)
             models = bc.export_widths(run_dir, TUTORIAL_WIDTHS, str(work / "models"))
             source = "tiny random model" if args.tiny else f"run {run_dir}"
         else:
@@ -187,6 +207,7 @@ def main(argv=None) -> int:
             card = bc.read_card(model_dir)
             config = bc.config_from_card(card)
             decoder, words = decoder_from_savedmodel(model_dir, config)
+            scores = concept_scorer(config, detectors=args.detectors)
             models = {int(card["beam_width"]): model_dir}
             skipped = [k for k in TUTORIAL_WIDTHS if k not in models]
             if skipped:
@@ -199,7 +220,7 @@ def main(argv=None) -> int:
 
         # (a) tutorial loop; one warm-up image first so Keras' one-off tracing is not
         # charged to the loop.
-        tut = tutorial_models(decoder, bc.encoder_for(config))
+        tut = tutorial_models(decoder, bc.encoder_for(config), scores)
         tutorial_caption(files[0], size, tut, words, config.max_length)
         tutorial_captions = []
         with bc.Stopwatch() as t_a:

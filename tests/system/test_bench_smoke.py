@@ -128,6 +128,41 @@ def test_tutorial_loop_is_the_same_greedy_decoder(tmp_path):
     assert all(tutorial)
 
 
+def test_tutorial_loop_feeds_a_concept_reading_decoder_its_models_concepts(sample_photos):
+    """The bundled decoders read the concept head's scores: the tutorial loop gives its
+    first member the scores of the head the export attached (the same top concepts the
+    SavedModel returns on the same pixels) and captions with them."""
+    import tensorflow as tf
+    import vs_tutorial_loop as vt
+
+    from altbeam.model import DEFAULT_MODEL_DIR
+    from altbeam.model.data.concepts import CONCEPTS
+    from altbeam.model.serving.saved_model import LoadedModel
+    from altbeam.pipelines.caption.decode import decode_image
+
+    model_dir = str(DEFAULT_MODEL_DIR)
+    config = bc.config_from_card(bc.read_card(model_dir))
+    assert config.concept_inputs        # else this test checks nothing
+    scores = vt.concept_scorer(config)
+    names = ["000000000285.jpg", "000000017029.jpg"]     # a bear, a dog
+    pixels = np.stack([decode_image((sample_photos / n).read_bytes(), config.image_size,
+                                    n).pixels for n in names])
+    encoder = bc.encoder_for(config)
+    got = scores(encoder(tf.cast(pixels, tf.float32), training=False)).numpy()
+    served = LoadedModel(model_dir).predict(pixels)
+    for row, concepts in zip(got, served.concepts):
+        top = [CONCEPTS[t] for t in np.argsort(-row)[:3]]
+        assert top == [c.decode() for c in concepts[:3]]
+    decoder, words = vt.decoder_from_savedmodel(model_dir, config)
+    models = vt.tutorial_models(decoder, encoder, scores)
+    caption = vt.tutorial_caption(sample_photos / names[1], config.image_size, models, words,
+                                  config.max_length)
+    assert "dog" in caption.split() and set(caption.split()) <= set(words)
+    with pytest.raises(ValueError, match="reads concept scores"):  # what the bench did before
+        vt.tutorial_caption(sample_photos / names[1], config.image_size,
+                            vt.tutorial_models(decoder, encoder), words, config.max_length)
+
+
 def test_decoder_from_savedmodel_restores_the_weights(tmp_path):
     import tensorflow as tf
     import vs_tutorial_loop as vt

@@ -14,7 +14,7 @@ runs the full max_length steps; a trained model stops when all its beams have en
 over [rows, L, A] at every step, a cost the context width does not touch.
 Every arm is timed in turn, ``--rounds`` times, alternating the order (background load
 hits every arm alike); the table gives the median ms per image and the speed against the
-full-width decoder.
+model's own shape.
 
     .venv/bin/python bench/decoder_width.py --widths 512,256 --attention 512,128
 """
@@ -47,12 +47,15 @@ def searcher(decoder, card: dict, config):
 
     cells, channels = config.grid_cells, config.feature_channels
 
-    @tf.function(input_signature=[tf.TensorSpec([None, cells, channels], tf.float32)])
-    def search(features):
+    # A decoder that reads concept scores (`concept_inputs`) takes them [N, T] as well.
+    @tf.function(input_signature=[tf.TensorSpec([None, cells, channels], tf.float32),
+                                  tf.TensorSpec([None, None], tf.float32)])
+    def search(features, concepts):
         return beam_search(decoder, features, int(card["beam_width"]), int(card["max_length"]),
                            card.get("length_alpha", 0.0), ban_unk=True,
                            block_repeated_trigrams=config.block_repeated_trigrams,
-                           block_repeated_words=config.block_repeated_words)["tokens"]
+                           block_repeated_words=config.block_repeated_words,
+                           concept_scores=concepts if config.concept_inputs else None)["tokens"]
     return search
 
 
@@ -74,9 +77,9 @@ def main(argv=None) -> int:
     config = bc.config_from_card(card)
     cells, channels = config.grid_cells, config.feature_channels
     members = len(card.get("members") or [None])
-    own_a = config.attention_units
-    widths = [(0, own_a)] + [(p, a) for a in (args.attention or [own_a])
-                             for p in [0, *args.widths] if (p, a) != (0, own_a)]
+    own = (config.context_units, config.attention_units)   # P 0: the full grid
+    widths = [own] + [(p, a) for a in (args.attention or [own[1]])
+                      for p in [0, *args.widths] if (p, a) != own]
     arms = {w: build_decoder(card, config, members, *w) for w in widths}
     env, command = bc.environment(), bc.command_line(argv and [sys.argv[0], *argv])
     print(bc.header("decoder width (beam search alone, random weights, full max_length)",
@@ -91,11 +94,12 @@ def main(argv=None) -> int:
     search = {w: searcher(d, card, config) for w, d in arms.items()}
     for batch in args.batches:
         feats = rng.normal(0, 1, (batch, cells, channels)).astype(np.float32)
+        concepts = rng.uniform(0, 1, (batch, config.concept_count or 1)).astype(np.float32)
         calls = max(1, -(-args.images // batch))
         for fn in search.values():
-            fn(feats)                                  # warm up (traced once per arm)
-        passes = [(w, lambda fn=search[w], x=feats, n=calls: [fn(x).numpy() for _ in range(n)])
-                  for w in widths]
+            fn(feats, concepts)                        # warm up (traced once per arm)
+        passes = [(w, lambda fn=search[w], x=feats, c=concepts, n=calls:
+                   [fn(x, c).numpy() for _ in range(n)]) for w in widths]
         times = {w: [s * 1e3 / (calls * batch) for s in rounds_s]
                  for w, rounds_s in bc.interleaved_rounds(passes, args.rounds).items()}
         base = statistics.median(times[widths[0]])
@@ -106,7 +110,7 @@ def main(argv=None) -> int:
                          round(ms, 2), f"{bc.ratio(base / ms)}x"])
             cells_out.append({"batch": batch, "context_units": p, "attention_units": a,
                               "lstm_inputs": lstm_in, "ms_per_image": ms,
-                              "speed_vs_full": base / ms})
+                              "speed_vs_model": base / ms})
     print(bc.table(["batch", "context P", "attention A", "LSTM kernel", "ms/image",
                     "speed vs model's"], rows))
     bc.write_json(args.json, {"environment": env, "command": command, "model": args.model,

@@ -204,6 +204,22 @@ def test_decoder_width_tiny(tmp_path):
     assert set(cells) == {(1, 0), (1, 8), (2, 0), (2, 8)}
     assert {c["attention_units"] for c in data["cells"]} == {12}
     assert all(c["ms_per_image"] > 0 for c in cells.values())
-    assert cells[(1, 0)]["speed_vs_full"] == 1.0
+    assert cells[(1, 0)]["speed_vs_model"] == 1.0
     assert cells[(1, 8)]["lstm_inputs"] < cells[(1, 0)]["lstm_inputs"]
     assert re.search(r"^1 +16 \(full\) +12 +.*1\.00x$", stdout, re.M), stdout
+
+
+def test_decoder_width_of_a_concept_reading_narrow_model(tmp_path):
+    """The bundled model's shape (narrow context, concept inputs): its own shape is the
+    baseline arm, and the search gets concept scores as the model's decoders need."""
+    from altbeam.model import DEFAULT_MODEL_DIR
+
+    config = bc.config_from_card(bc.read_card(str(DEFAULT_MODEL_DIR)))
+    assert config.concept_inputs and config.context_units   # else this checks nothing
+    own = (config.context_units, config.attention_units)
+    _, data = run_script("decoder_width", "--widths", "512", "--batches", "1", "--images",
+                         "1", "--rounds", "1", tmp_path=tmp_path)
+    cells = {(c["context_units"], c["attention_units"]): c for c in data["cells"]}
+    assert set(cells) == {own, (0, own[1]), (512, own[1])}
+    assert cells[own]["speed_vs_model"] == 1.0
+    assert cells[(0, own[1])]["lstm_inputs"] > cells[own]["lstm_inputs"]

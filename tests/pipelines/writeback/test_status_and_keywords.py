@@ -17,7 +17,7 @@ from altbeam.pipelines.writeback.exiftool_session import ExifToolSession
 from altbeam.pipelines.writeback.files import Annotator
 from altbeam.pipelines.writeback.options import WritebackOptions
 from altbeam.pipelines.writeback.rules import (
-    RECORDED_KEYWORDS as RECORD,
+    RECORDED_KEYWORDS,
     as_list,
     keywords_to_record,
     pixel_frames,
@@ -38,6 +38,7 @@ from tests.pipelines.writeback.support import (
 pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool missing")
 
 ALT, SUBJECT, KEYWORDS = "XMP-iptcCore:AltTextAccessibility", "XMP-dc:Subject", "IPTC:Keywords"
+RECORD = RECORDED_KEYWORDS    # the record of the keywords altbeam added
 NO_CAPTION = {"caption": None, "score": None}
 
 

@@ -47,8 +47,8 @@ def test_handler_batches_and_outputs(contract_model):
     batch = images(5)
     results = list(handler.run_inference(batch, model))
     assert len(results) == 5
-    for image, result in zip(batch, results):
-        assert result.example is image
+    for result in results:
+        assert result.example is None     # no pixels carried on: every result is buffered
         caps, scores = result.inference["captions"], result.inference["scores"]
         assert len(caps) == len(scores) == 3
         assert all(isinstance(c, str) and c.startswith("a ") for c in caps)

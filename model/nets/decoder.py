@@ -270,6 +270,27 @@ class CaptionDecoder(tf.Module):
         flat = tf.reshape(folded, [tf.shape(folded)[0], -1])
         return flat[:, :self._per_image_width]
 
+    def unpack(self, projected):
+        """`prepare`'s packed ``projected`` -> its parts, a dict `step` also takes: "keys"
+        [B, L, A]; "values" [B, L, P] (``context_units``); with concept inputs
+        "concept_in", "concept_out" and "copy_logits" (`_per_image`'s three terms); for
+        merge and Show-and-Tell "packed", as it is. A decode loop splits once per search:
+        slicing the packed last axis at every step copied [rows, L, width] each time."""
+        c = self.config
+        if c.decoder != "attention":
+            return {"packed": projected}
+        A, P = c.attention_units, c.context_units
+        if not (P or c.concept_inputs):
+            return {"keys": projected}
+        parts = {"keys": projected[..., :A]}
+        if P:
+            parts["values"] = projected[..., A:A + P]
+        if c.concept_inputs:
+            E, per_image = c.embedding_dim, self._unfold(projected[..., A + P:])
+            parts.update(concept_in=per_image[:, :E], concept_out=per_image[:, E:2 * E],
+                         copy_logits=per_image[:, 2 * E:])
+        return parts
+
     def init_state(self, features, training: bool = False):
         """Initial (h, c) from the mean feature; Show-and-Tell also consumes the image;
         merge starts from zeros, as a Keras LSTM does."""
@@ -293,20 +314,12 @@ class CaptionDecoder(tf.Module):
     def step(self, words, h, c, features, projected, training: bool = False):
         """One word: ids [B] -> (logits [B, V], h, c, attention weights [B, L])."""
         x = tf.gather(self._v(self.embedding), words)
+        parts = projected if isinstance(projected, dict) else self.unpack(projected)
         if self.config.decoder == "merge":
-            return self._merge_step(x, h, c, features, projected, training)
+            return self._merge_step(x, h, c, features, parts["packed"], training)
         if self.config.decoder == "attention":
-            A, P, E = (self.config.attention_units, self.config.context_units,
-                       self.config.embedding_dim)
-            # Slice only what is packed after the keys (a slice would copy [rows, L, A]
-            # at every step).
-            packed = P or self.config.concept_inputs
-            keys = projected[..., :A] if packed else projected
-            values = projected[..., A:A + P] if P else features
-            concept_in = concept_out = 0.0
-            if self.config.concept_inputs:
-                per_image = self._unfold(projected[..., A + P:])
-                concept_in, concept_out = per_image[:, :E], per_image[:, E:2 * E]
+            keys, values = parts["keys"], parts.get("values", features)
+            concept_in, concept_out = parts.get("concept_in", 0.0), parts.get("concept_out", 0.0)
             e = tf.tanh(keys + self._mm(h, self._v(self.att_hidden))[:, None, :] + self._v(self.att_bias))
             alpha = tf.nn.softmax(tf.squeeze(tf.einsum("bla,ak->blk", e, self._v(self.att_score)), -1))
             context = tf.einsum("bl,blc->bc", alpha, values)
@@ -321,7 +334,7 @@ class CaptionDecoder(tf.Module):
         logits = self._mm(self._dropout(tf.tanh(deep), training), self._v(self.out_word)) + self._v(self.out_bias)
         if self.config.concept_inputs:  # attention only (__init__), scores read above
             gate = tf.sigmoid(self._mm(h, self._v(self.copy_gate)) + self._v(self.copy_gate_bias))
-            logits += gate * per_image[:, 2 * E:]
+            logits += gate * parts["copy_logits"]
         return logits, h, c, alpha
 
     def _merge_step(self, x, h, c, features, projected, training: bool):
@@ -354,6 +367,14 @@ class CaptionDecoder(tf.Module):
 def reads_concepts(decoder) -> bool:
     """Whether a decoder (or any member of an ensemble) needs concept scores to decode."""
     return any(m.config.concept_inputs for m in getattr(decoder, "members", [decoder]))
+
+
+def step_reads_features(decoder) -> bool:
+    """Whether ``step`` reads the values of its ``features`` argument (an attention
+    decoder without ``context_units`` attends over them), not just their grid size (L):
+    a beam search then need not gather them per row."""
+    return any(m.config.decoder == "attention" and not m.config.context_units
+               for m in getattr(decoder, "members", [decoder]))
 
 
 def _uniform_attention(rows, features):

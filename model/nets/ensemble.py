@@ -68,13 +68,18 @@ class DecoderEnsemble(tf.Module):
                   for _, p in parts]
         return parts[0][0], tf.concat(packed, axis=-1)
 
+    def unpack(self, projected):
+        """The packed ``projected`` -> a tuple of the members' `unpack` parts (split once
+        per search, not at every step); `step` takes either form."""
+        return tuple(m.unpack(p) for m, p in zip(self.members, tf.split(projected, self._proj, -1)))
+
     def init_state(self, features, training: bool = False):
         states = [m.init_state(features, training) for m in self.members]
         return tf.concat([h for h, _ in states], -1), tf.concat([c for _, c in states], -1)
 
     def step(self, words, h, c, features, projected, training: bool = False):
         hs, cs = tf.split(h, self._units, -1), tf.split(c, self._units, -1)
-        projs = tf.split(projected, self._proj, -1)
+        projs = projected if isinstance(projected, tuple) else tf.split(projected, self._proj, -1)
         log_probs, new_h, new_c, alphas = [], [], [], []
         for m, hi, ci, pi in zip(self.members, hs, cs, projs):
             logits, hi, ci, alpha = m.step(words, hi, ci, features, pi, training)

@@ -3,6 +3,13 @@
 Every step runs the decoder once on N*K rows; there is no Python loop per word, so
 the whole search compiles into the exported SavedModel. Greedy decoding is K = 1.
 
+Rows of finished beams only ever extend with <pad> at no cost, so (``drop_finished``,
+the default) a step whose finished rows are many enough (`MIN_DROPPED_ROWS`) runs the
+decoder, the bans and the log-softmax on the live rows alone: at batch 32 about half of
+a search's row-steps belong to finished beams (the loop runs until the last beam of the
+batch ends). XLA needs static shapes, so a compiled search (``drop_finished=False``)
+computes every row; the captions are the same either way.
+
 Scores: the search keeps raw summed log-probabilities; finished beams are ranked by
 ``log p / length ** alpha`` (alpha = 0: raw log-probability, 1: per-word mean), where
 length counts the words plus <end>; beams cut off at max_length without <end> rank
@@ -15,8 +22,12 @@ from __future__ import annotations
 import tensorflow as tf
 
 from altbeam.model.data.vocab import END_ID, PAD_ID, START_ID, UNK_ID
+from altbeam.model.nets.decoder import step_reads_features
 
 NEG_INF = -1e9
+# drop_finished: gather the live rows only when it leaves out at least this many rows and
+# a quarter of them (fewer cost more in gathers than they save: batch 1 has 5 rows).
+MIN_DROPPED_ROWS = 16
 CUT_OFF = -1e6   # ranking offset of beams that reached max_length without <end>
 
 
@@ -51,13 +62,15 @@ def repeated_trigram_ban(tokens, t, vocab):
 
 def beam_search(decoder, features, beam_width: int, max_length: int, length_alpha: float = 0.0,
                 ban_unk: bool = False, block_repeated_trigrams: bool = False,
-                guide=None, concept_scores=None, block_repeated_words: bool = False):
+                guide=None, concept_scores=None, block_repeated_words: bool = False,
+                drop_finished: bool = True):
     """features [N, L, C] -> dict(tokens [N, K, T] int32, scores [N, K], lengths [N, K],
     log_probs [N, K], attention [N, K, T, L]); beams sorted best first.
 
     ban_unk: never emit <unk> (served captions must not contain it).
     block_repeated_trigrams: never emit a word that repeats a trigram of the same beam.
     block_repeated_words: never emit the word the beam emitted last ("large large").
+    drop_finished: step only the rows of live beams (module docstring); off under XLA.
     guide, concept_scores: a ConceptGuide (model/serving/concept_guide.py) and the
     images' scores of every concept [N, T]: each step's logits are extended with the
     guide's novel words and biased by the scores; tokens then index the extended
@@ -75,13 +88,21 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     vocab = decoder.embedding.shape[0]
     if guide is not None:
         vocab = guide.extended_size
-        word_bias = tf.repeat(guide.bias(concept_scores), K, axis=0)  # [N*K, V+X]
+        word_bias = guide.bias(concept_scores)  # [N, V+X]
 
     feats, projected = decoder.prepare(features, concepts=concept_scores)
     h, c = decoder.init_state(feats)
-    # Tile per-image tensors to N*K rows (beam-major within each image).
+    # Tile per-image tensors to N*K rows (beam-major within each image); features only
+    # where a step reads them (else their grid size is all it needs).
     tile = lambda x: tf.repeat(x, K, axis=0)  # noqa: E731
-    feats, projected, h, c = tile(feats), tile(projected), tile(h), tile(c)
+    # The packed projection split into its parts once here, not sliced at every step.
+    projected = tf.nest.map_structure(tile, decoder.unpack(projected))
+    h, c = tile(h), tile(c)
+    reads_features = step_reads_features(decoder)
+    if reads_features:
+        feats = tile(feats)
+    if guide is not None:
+        word_bias = tile(word_bias)
     units = tf.shape(h)[-1]
 
     # Only beam 0 is live at the start, so the first expansion has no duplicates.
@@ -93,20 +114,49 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     last = tf.fill([N * K], START_ID)
     pad_row = tf.one_hot(PAD_ID, vocab, on_value=0.0, off_value=NEG_INF)
 
-    def body(t, last, h, c, log_probs, tokens, attention, finished, lengths):
-        if guide is None:
-            logits, h, c, alpha = decoder.step(last, h, c, feats, projected)
-        else:
-            logits, h, c, alpha = decoder.step(guide.fed(last), h, c, feats, projected)
-            logits = guide.extend(logits) + word_bias
+    def rows_step(t, last, h, c, tokens, rows=None):
+        """Next-word log-probabilities [R, V], new h, c and attention [R, L] of ``rows``
+        (indices into the N*K rows; None: all of them)."""
+        def take(x):
+            return x if rows is None else tf.nest.map_structure(lambda y: tf.gather(y, rows), x)
+
+        last, step_feats = take(last), take(feats) if reads_features else feats
+        fed = last if guide is None else guide.fed(last)
+        logits, h, c, alpha = decoder.step(fed, take(h), take(c), step_feats, take(projected))
+        if guide is not None:
+            logits = guide.extend(logits) + take(word_bias)
         ban = words_banned_at(t, vocab, ban_unk)
         if block_repeated_trigrams:
-            ban = ban + repeated_trigram_ban(tf.reshape(tokens, [N * K, T]), t, vocab)
+            ban = ban + repeated_trigram_ban(take(tf.reshape(tokens, [N * K, T])), t, vocab)
         if block_repeated_words:   # last is <start> at t = 0, banned anyway
             ban = ban + tf.one_hot(last, vocab)
-        step_lp = tf.reshape(tf.nn.log_softmax(logits) + ban * NEG_INF, [N, K, vocab])
+        return tf.nn.log_softmax(logits) + ban * NEG_INF, h, c, alpha
+
+    def all_rows(t, last, h, c, tokens, finished):
+        step_lp, h, c, alpha = rows_step(t, last, h, c, tokens)
         # A finished beam may only extend itself with <pad>, at no cost.
-        step_lp = tf.where(finished[..., None], pad_row[None, None], step_lp)
+        return tf.where(tf.reshape(finished, [-1, 1]), pad_row[None], step_lp), h, c, alpha
+
+    def live_rows(t, last, h, c, tokens, finished):
+        rows = tf.cast(tf.where(~tf.reshape(finished, [-1]))[:, 0], tf.int32)
+        step_lp, h_live, c_live, alpha_live = rows_step(t, last, h, c, tokens, rows)
+        at = rows[:, None]   # a finished row's state is never read again: left as it is
+        return (tf.tensor_scatter_nd_update(
+                    tf.broadcast_to(pad_row, tf.stack([N * K, vocab])), at, step_lp),
+                tf.tensor_scatter_nd_update(h, at, h_live),
+                tf.tensor_scatter_nd_update(c, at, c_live),
+                tf.scatter_nd(at, alpha_live, tf.stack([N * K, L])))
+
+    def body(t, last, h, c, log_probs, tokens, attention, finished, lengths):
+        args = (t, last, h, c, tokens, finished)
+        if drop_finished:
+            dropped = tf.reduce_sum(tf.cast(finished, tf.int32))
+            step_lp, h, c, alpha = tf.cond(
+                dropped >= tf.maximum(MIN_DROPPED_ROWS, N * K // 4),
+                lambda: live_rows(*args), lambda: all_rows(*args))
+        else:
+            step_lp, h, c, alpha = all_rows(*args)
+        step_lp = tf.reshape(step_lp, [N, K, vocab])
         total = tf.reshape(log_probs[..., None] + step_lp, [N, K * vocab])
         top_lp, top_idx = tf.math.top_k(total, k=K)
         beam_idx, word = top_idx // vocab, tf.cast(top_idx % vocab, tf.int32)

@@ -65,7 +65,8 @@ class Captioner(tf.Module):
         def search(features, scores):
             return beam_search(self.decoder, features, c.beam_width, c.max_length,
                                c.length_alpha, c.ban_unk, c.block_repeated_trigrams, guide,
-                               scores, block_repeated_words=c.block_repeated_words)
+                               scores, block_repeated_words=c.block_repeated_words,
+                               drop_finished=not self.jit_compile)
 
         if self.jit_compile:
             search = tf.function(search, jit_compile=True)

@@ -31,6 +31,11 @@ MIN_DROPPED_ROWS = 16
 CUT_OFF = -1e6   # ranking offset of beams that reached max_length without <end>
 
 
+def worth_dropping(finished_rows, rows):
+    """Whether a step should gather its live rows: enough finished ones to pay for it."""
+    return finished_rows >= tf.maximum(MIN_DROPPED_ROWS, rows // 4)
+
+
 def _gather_beams(x, beam_idx):
     """x [N, K, ...], beam_idx [N, K] -> x reordered along K (per image)."""
     return tf.gather(x, beam_idx, axis=1, batch_dims=1)
@@ -151,9 +156,8 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
         args = (t, last, h, c, tokens, finished)
         if drop_finished:
             dropped = tf.reduce_sum(tf.cast(finished, tf.int32))
-            step_lp, h, c, alpha = tf.cond(
-                dropped >= tf.maximum(MIN_DROPPED_ROWS, N * K // 4),
-                lambda: live_rows(*args), lambda: all_rows(*args))
+            step_lp, h, c, alpha = tf.cond(worth_dropping(dropped, N * K),
+                                           lambda: live_rows(*args), lambda: all_rows(*args))
         else:
             step_lp, h, c, alpha = all_rows(*args)
         step_lp = tf.reshape(step_lp, [N, K, vocab])

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from altbeam.pipelines import caption  # noqa: E402
+from altbeam.pipelines.caption import pipeline as caption  # noqa: E402
 from altbeam.pipelines.caption.decode import decode_image  # noqa: E402
 from altbeam.pipelines.caption.inference import LoadedModel, read_model_info  # noqa: E402
 

@@ -223,3 +223,22 @@ def test_decoder_width_of_a_concept_reading_narrow_model(tmp_path):
     assert set(cells) == {own, (0, own[1]), (512, own[1])}
     assert cells[own]["speed_vs_model"] == 1.0
     assert cells[(0, own[1])]["lstm_inputs"] > cells[own]["lstm_inputs"]
+
+
+@pytest.mark.slow
+def test_pipeline_throughput_runs_the_caption_pipeline(tmp_path):
+    # No --json here: the table is the output. It had broken silently when the caption
+    # pipeline moved into its own package.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, str(BENCH / "pipeline_throughput.py"), "--images", "4",
+                           "--batch-size", "2"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^model .+ images 4  batch 2", proc.stdout, re.M), proc.stdout
+    rows = {x[:44].strip(): x.split()[-2:] for x in proc.stdout.splitlines()
+            if x.startswith(("raw model", "pipeline,"))}
+    assert float(rows["raw model, pre-decoded batches"][0]) > 0, proc.stdout
+    assert float(rows["pipeline, wall (incl. start-up)"][0]) > 0, proc.stdout
+    # 2 images more than the one-batch run: the steady rate may be noise (or nan), but
+    # the row is there.
+    assert "pipeline, steady state (full - one batch)" in rows

@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from altbeam.model.data.concepts import CONCEPTS
 from altbeam.model.serving import caption_status as gate
 from altbeam.model.serving.caption_status import (
     BLANK,
@@ -43,6 +44,21 @@ def test_bear_called_a_dog_is_contradicted():
     # a concept missing from the model's top T scores 0
     assert status("a person is sitting on a large white dog", {"toilet": 0.7, "sink": 0.2})[0] \
         == CONTRADICTED
+
+
+def test_a_thing_worn_never_contradicts_a_caption():
+    # The skier of the bundled samples: the jacket scores low where the CNN is sure of
+    # the skis and the person. With support 0 (the defaults) the caption is ok.
+    t = GateThresholds(support=0.0, contradict_below=0.05, confident=0.3)
+    scores = {"person": 0.93, "skis": 0.93, "jacket": 0.01}
+    covered = covered_concepts(["person", "jacket"])     # jacket has a detector: judged
+    judge = lambda caption: caption_status(  # noqa: E731
+        caption, -0.8, list(scores), list(scores.values()), t, covered)
+    assert judge("a man in a red jacket is skiing") == (OK, ["man", "jacket"])
+    assert "jacket" in gate.WORN_CONCEPTS and {"skis", "dog"} <= covered
+    # An object scoring as low still contradicts, beside the same confident skis.
+    assert judge("a man with a dog is skiing")[0] == CONTRADICTED
+    assert gate.WORN_CONCEPTS <= set(CONCEPTS)
 
 
 def test_low_score_or_unsupported_object_is_unsure():

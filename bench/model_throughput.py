@@ -96,10 +96,12 @@ def caption_differences(models: dict, arrays) -> list[dict]:
     stack = np.stack(arrays)
     outs = {name: m.caption(stack) for name, m in models.items()}
     (ref_name, (ref_caps, ref_scores)), *rest = outs.items()
+    # Models of other beam widths are compared on the beams both have.
+    common = lambda a, b: (a[:, :b.shape[1]], b[:, :a.shape[1]])  # noqa: E731
     return [{"model": name, "reference": ref_name, "images": len(stack),
              "best_caption_differs": int((caps[:, 0] != ref_caps[:, 0]).sum()),
-             "any_beam_differs": int((caps != ref_caps).any(axis=1).sum()),
-             "max_score_difference": float(np.abs(scores - ref_scores).max())}
+             "any_beam_differs": int(np.not_equal(*common(caps, ref_caps)).any(axis=1).sum()),
+             "max_score_difference": float(np.abs(np.subtract(*common(scores, ref_scores))).max())}
             for name, (caps, scores) in rest]
 
 

@@ -242,3 +242,21 @@ def test_pipeline_throughput_runs_the_caption_pipeline(tmp_path):
     # 2 images more than the one-batch run: the steady rate may be noise (or nan), but
     # the row is there.
     assert "pipeline, steady state (full - one batch)" in rows
+
+
+def test_compare_counts_caption_differences_across_beam_widths():
+    # --compare of a beam-5 model with its beam-3 re-export had crashed on the shapes.
+    import model_throughput as mt
+
+    class Fixed:
+        def __init__(self, captions, scores):
+            self.out = (np.array(captions), np.array(scores, np.float32))
+
+        def caption(self, stack):
+            return self.out
+
+    five = Fixed([["a", "b", "c", "d", "e"], ["f", "g", "h", "i", "j"]], [[-1.0] * 5] * 2)
+    three = Fixed([["a", "b", "x"], ["z", "g", "h"]], [[-1.0, -1.0, -1.5]] * 2)
+    (d,) = mt.caption_differences({"five": five, "three": three}, [np.zeros(1), np.zeros(1)])
+    assert (d["best_caption_differs"], d["any_beam_differs"]) == (1, 2)
+    assert d["max_score_difference"] == pytest.approx(0.5)

@@ -24,26 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from altbeam.model.serving import beam_search as search_module
+from altbeam.model.serving.beam_search import RowCounting
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
-
-
-class RowCounting:
-    """A decoder (or ensemble) that records how many rows each `step` was given."""
-
-    def __init__(self, decoder):
-        self.decoder, self.rows = decoder, []
-
-    def with_weights_read(self):
-        self.decoder = self.decoder.with_weights_read()
-        return self
-
-    def step(self, words, *args, **kwargs):
-        self.rows.append(int(words.shape[0]))
-        return self.decoder.step(words, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.decoder, name)
 
 
 def sample_batch(size: int, count: int) -> np.ndarray:

@@ -221,3 +221,22 @@ def tokens_to_text(words, tokens, an_words=()):
         pattern = r"(^|\s)a ((?:" + "|".join(sorted(an_words)) + r")(?:\s|$))"
         text = tf.strings.regex_replace(text, pattern, r"\1an \2")
     return text
+
+
+class RowCounting:
+    """A decoder (or ensemble) that records how many rows each `step` was given: what
+    `drop_finished` saves (tools/search_profile.py, the tests). Eager searches only."""
+
+    def __init__(self, decoder):
+        self.decoder, self.rows = decoder, []
+
+    def with_weights_read(self):
+        self.decoder = self.decoder.with_weights_read()
+        return self
+
+    def step(self, words, *args, **kwargs):
+        self.rows.append(int(words.shape[0]))
+        return self.decoder.step(words, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.decoder, name)

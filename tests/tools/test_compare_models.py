@@ -1,23 +1,17 @@
 """tools/compare_models.py: two exported models on one split, differences counted and scored."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 from PIL import Image
 
+from tests.support.paths import load_tool
 from tests.support.tiny import export_tiny_model
-
-TOOL = pathlib.Path(__file__).parents[2] / "tools" / "compare_models.py"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("compare_models", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("compare_models")
 
 
 def test_two_models_differences_are_listed_and_both_scored(tmp_path, capsys):

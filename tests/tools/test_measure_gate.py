@@ -2,24 +2,15 @@
 floor of them ok, over all thresholds or only the ones named (the defaults' choice)."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 
 from altbeam.model.serving.caption_status import GateThresholds, covered_concepts
-
-TOOL = pathlib.Path(__file__).parents[2] / "tools" / "measure_gate.py"
+from tests.support.paths import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("measure_gate", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("measure_gate")
 
 
 DOG_REFS = ["a dog runs on the grass", "a brown dog in a field", "a dog plays outside",

@@ -1,23 +1,17 @@
 """tools/search_profile.py: rows the beam search steps, and per-op time, on the bundled model."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import re
 
 import pytest
 
 from altbeam.model import DEFAULT_MODEL_DIR
 from altbeam.model.serving import beam_search
-
-TOOL = pathlib.Path(__file__).parents[2] / "tools" / "search_profile.py"
+from tests.support.paths import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("search_profile", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("search_profile")
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from altbeam.model.serving.export import export, export_from_saved_model
 from altbeam.model.serving.saved_model import LoadedModel, read_model_info
 from altbeam.pipelines.caption.decode import decode_image
 from tests.support.fake_runs import fake_run
-from tests.support.paths import REPO
+from tests.support.paths import REPO, load_tool
 
 MODEL = pathlib.Path(DEFAULT_MODEL_DIR)
 TOP = {"000000017029.jpg": "dog", "000000000285.jpg": "bear", "000000555705.jpg": "cat",
@@ -61,10 +61,7 @@ def test_card_tool_refreshes_a_rebuilt_card_and_keeps_its_evaluation(tmp_path):
 
 
 def test_card_tool_records_a_concept_input_members_text_captions(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("card_tool", REPO / "tools" / "default_model_card.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("default_model_card")
     runs = [fake_run(tmp_path / f"run{s}", seed=s) for s in (1, 2)]
     for run in runs:
         json.dump([{"epoch": 1, "loss": 3.0, "val_cider": 0.4, "train_seconds": 60.0}],

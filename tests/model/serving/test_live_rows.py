@@ -12,31 +12,13 @@ from altbeam.model.data.concepts import CONCEPTS
 from altbeam.model.data.vocab import END_ID, SPECIALS
 from altbeam.model.nets.ensemble import DecoderEnsemble
 from altbeam.model.serving import beam_search as search_module
-from altbeam.model.serving.beam_search import beam_search
+from altbeam.model.serving.beam_search import RowCounting, beam_search
 from altbeam.model.serving.concept_guide import ConceptGuide
 from tests.support.fake_runs import tiny_decoder
 from tests.support.tiny import TINY_WORDS
 
 WORDS = list(SPECIALS) + TINY_WORDS
 T = len(CONCEPTS)
-
-
-class RowCounting:
-    """A decoder (or ensemble) that records how many rows each `step` was given."""
-
-    def __init__(self, decoder):
-        self.decoder, self.rows = decoder, []
-
-    def with_weights_read(self):
-        self.decoder = self.decoder.with_weights_read()
-        return self
-
-    def step(self, words, *args, **kwargs):
-        self.rows.append(int(words.shape[0]))
-        return self.decoder.step(words, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.decoder, name)
 
 
 def _features(n: int, seed: int = 0) -> tf.Tensor:

@@ -4,7 +4,7 @@ Every step runs the decoder once on N*K rows; there is no Python loop per word, 
 the whole search compiles into the exported SavedModel. Greedy decoding is K = 1.
 
 Rows of finished beams only ever extend with <pad> at no cost, so (``drop_finished``,
-the default) a step whose finished rows are many enough (`MIN_DROPPED_ROWS`) runs the
+the default) a step whose finished rows are many enough (`worth_dropping`) runs the
 decoder, the bans and the log-softmax on the live rows alone: at batch 32 about half of
 a search's row-steps belong to finished beams (the loop runs until the last beam of the
 batch ends). XLA needs static shapes, so a compiled search (``drop_finished=False``)

@@ -32,9 +32,7 @@ BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
 def sample_batch(size: int, count: int) -> np.ndarray:
     sys.path.insert(0, str(BENCH))
     import _common as bc
-
-    from altbeam.pipelines.caption.decode import decode_image
-    photos = [decode_image(p.read_bytes(), size, str(p)).pixels for p in bc.sample_photos()]
+    photos = bc.decode_files(bc.sample_photos(), size)
     return np.stack([photos[i % len(photos)] for i in range(count)])
 
 

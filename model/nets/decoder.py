@@ -351,6 +351,7 @@ class CaptionDecoder(tf.Module):
         """features [B, L, C], tokens [B, T+1] (<start> .. <end> <pad>..) ->
         logits [B, T, V] predicting tokens[:, 1:], attention [B, T, L]."""
         features, projected = self.prepare(features, training, concepts)
+        projected = self.unpack(projected)     # split once, not at every step
         h, c = self.init_state(features, training)
         inputs = tf.transpose(tokens[:, :-1])  # [T, B]
         steps = tf.shape(inputs)[0]

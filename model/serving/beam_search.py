@@ -93,7 +93,7 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     vocab = decoder.embedding.shape[0]
     if guide is not None:
         vocab = guide.extended_size
-        word_bias = guide.bias(concept_scores)  # [N, V+X]
+        word_bias = tf.repeat(guide.bias(concept_scores), K, axis=0)  # [N*K, V+X]
 
     feats, projected = decoder.prepare(features, concepts=concept_scores)
     h, c = decoder.init_state(feats)
@@ -106,8 +106,6 @@ def beam_search(decoder, features, beam_width: int, max_length: int, length_alph
     reads_features = step_reads_features(decoder)
     if reads_features:
         feats = tile(feats)
-    if guide is not None:
-        word_bias = tile(word_bias)
     units = tf.shape(h)[-1]
 
     # Only beam 0 is live at the start, so the first expansion has no duplicates.

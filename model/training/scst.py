@@ -118,6 +118,7 @@ class SelfCritic:
         """features [N, L, C] -> one sampled caption per row: tokens [N, T] (pad after <end>)."""
         dec, vocab = self.decoder, self.decoder.embedding.shape[0]
         feats, projected = dec.prepare(features)
+        projected = dec.unpack(projected)      # split once, not at every step
         h, c = dec.init_state(feats)
         n = tf.shape(feats)[0]
         last, finished = tf.fill([n], START_ID), tf.zeros([n], tf.bool)

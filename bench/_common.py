@@ -301,9 +301,9 @@ def run_caption(inputs: str, catalog: str, model_dir: str, batch_size: int,
     cmd = [sys.executable, "-m", "altbeam.pipelines.cli", "caption", inputs, "--catalog", catalog,
            "--model", model_dir, "--batch-size", str(batch_size), "--no-progress",
            *beam_flags]
-    log_path = os.path.join(tempfile.mkdtemp(prefix="altbeam-bench-log-"), "caption.log")
     start = time.perf_counter()
-    with open(log_path, "w+b") as log:
+    # An unnamed temporary file: the log goes when the run is read, on every exit path.
+    with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         peak_tree = 0
         status, usage = None, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,6 +22,11 @@ from tests.support.paths import REPO, SAMPLES
 pytestmark = pytest.mark.slow
 
 
+# A clean install of the tested set (TensorFlow, Beam, ...) takes about 3.3 GB, plus the
+# downloads while pip works.
+NEEDS_FREE_BYTES = 5 * 2**30
+
+
 def run(cmd, **kw):
     done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
     assert done.returncode == 0, f"{cmd}: {done.stdout[-2000:]}\n{done.stderr[-4000:]}"
@@ -30,6 +36,10 @@ def run(cmd, **kw):
 @pytest.fixture(scope="module")
 def clean_env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
+    free = shutil.disk_usage(tmp).free
+    assert free >= NEEDS_FREE_BYTES, (
+        f"the clean install needs {NEEDS_FREE_BYTES / 2**30:.0f} GB free under {tmp}; "
+        f"{free / 2**30:.1f} GB is: free the disk (old venvs, clones) and run again")
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp / "dist", REPO],
         cwd=tmp)
     wheels = list((tmp / "dist").glob("altbeam-*.whl"))
@@ -39,7 +49,9 @@ def clean_env(tmp_path_factory):
     python = env_dir / "bin" / "python"
     run([python, "-m", "pip", "install", "-q", "-c", REPO / "constraints.txt", wheels[0]],
         cwd=tmp, timeout=1200)
-    return tmp, env_dir
+    yield tmp, env_dir
+    # pytest keeps the last three runs' temp folders; a venv in each would hold ~10 GB.
+    shutil.rmtree(env_dir, ignore_errors=True)
 
 
 def test_wheel_has_one_namespace(clean_env):

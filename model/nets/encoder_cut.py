@@ -66,6 +66,36 @@ def assemble_encoder(encoder: str, top: keras.Model,
     return full
 
 
+def weights_name(weights: str | None) -> str:
+    """How features and runs record encoder weights: "imagenet" (the package's) or an
+    absolute path, so a record still names the file from another working folder."""
+    return "imagenet" if weights in (None, "imagenet") else os.path.abspath(weights)
+
+
+def recorded_weights(record: dict | None, where: str) -> str:
+    """The weights a cut was made with, from its record (features.json, fine_tune.json):
+    the default below the cut, so the bottom is the one the top was trained on. Records
+    from before they named the file mean the installed package, as the default was."""
+    weights = (record or {}).get("weights", (record or {}).get("encoder_weights")) or "imagenet"
+    if weights != "imagenet" and not tf.io.gfile.exists(weights):
+        raise SystemExit(f"{where}: the encoder weights it was cut with, {weights}, are not "
+                         "there (moved?): pass --encoder-weights with that file")
+    return weights
+
+
+def cut_weights(features_dir: str) -> str:
+    """The weights cut features were made with (their features.json)."""
+    path = f"{features_dir.rstrip('/')}/features.json"
+    record = json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else None
+    return recorded_weights(record, path)
+
+
+def run_encoder_weights(run_dir: str) -> str:
+    """The weights to build a run's encoder from by default: a fine-tuned run's recorded
+    bottom, otherwise the installed ImageNet package."""
+    return recorded_weights(read_fine_tune(run_dir), os.path.join(run_dir, FINE_TUNE_FILE))
+
+
 def read_fine_tune(run_dir: str) -> dict | None:
     """A run's fine-tuning settings (``RUN/fine_tune.json``), None for a frozen-encoder run."""
     path = os.path.join(run_dir, FINE_TUNE_FILE)

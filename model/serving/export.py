@@ -312,10 +312,11 @@ def main(argv) -> int:
                     help="how the decoder weights are stored: float16 (the default; half of "
                     "float32's size), int8 (a quarter; per-column scales) or float32; "
                     "--from-saved-model keeps the model's")
-    ap.add_argument("--encoder-weights", default="imagenet",
-                    help="'imagenet' (the installed weights package) or a .pth path; "
-                    "a Keras backbone (inception_v3, resnet50, vgg16) needs its local "
-                    ".keras/.h5 file; --concepts reads the ImageNet layer from it too")
+    ap.add_argument("--encoder-weights",
+                    help="'imagenet' (the installed weights package, the default) or a .pth "
+                    "path; a Keras backbone (inception_v3, resnet50, vgg16) needs its local "
+                    ".keras/.h5 file; --concepts reads the ImageNet layer from it too; a "
+                    "fine-tuned run's default is the file its features were cut with")
     ap.add_argument("--concepts", action="store_true",
                     help="add a concept head: outputs concepts and concept_scores")
     ap.add_argument("--detectors", metavar="FILE.npz",
@@ -342,7 +343,7 @@ def main(argv) -> int:
         if a.run_dir or a.weights:
             ap.error("--from-saved-model takes no run folders and keeps the model's --weights")
         path = export_from_saved_model(a.from_saved_model, a.out, changes, a.concepts,
-                                       a.encoder_weights, a.detectors, a.concepts_top_k, card,
+                                       a.encoder_weights or "imagenet", a.detectors, a.concepts_top_k, card,
                                        a.overwrite, concept_decoding=guide,
                                        jit_compile=a.jit_compile)
     else:
@@ -351,13 +352,16 @@ def main(argv) -> int:
         if (a.detectors or a.concepts_top_k) and not a.concepts:
             ap.error("--detectors and --concepts-top-k need --concepts")
         from altbeam.model.config import ModelConfig
+        from altbeam.model.nets.encoder_cut import run_encoder_weights
         encoder = ModelConfig.from_json(open(os.path.join(a.run_dir[0], "config.json")).read()
                                         ).encoder
-        head = (concept_head_for(encoder, a.encoder_weights,
+        # A fine-tuned top sits on the bottom it was trained on: its record is the default.
+        encoder_weights = a.encoder_weights or run_encoder_weights(a.run_dir[0])
+        head = (concept_head_for(encoder, encoder_weights,
                                  a.detectors or run_detectors(a.run_dir[0]), a.concepts_top_k)
                 if a.concepts else None)
         path = export(a.run_dir, a.out, a.beam_width, a.length_alpha, a.max_length,
-                      a.weights or "float16", a.encoder_weights, card, a.overwrite,
+                      a.weights or "float16", encoder_weights, card, a.overwrite,
                       a.block_trigrams, head, guide, a.jit_compile,
                       block_repeated_words=a.block_repeated_words,
                       matmul_dtype=a.matmul_dtype)

@@ -22,7 +22,7 @@ import tensorflow as tf
 from altbeam.model.config import ModelConfig
 from altbeam.model.data.feature_records import FeatureSet
 from altbeam.model.nets.encoder import encoder_spec, lite_cut_shape
-from altbeam.model.nets.encoder_cut import FINE_TUNE_FILE, build_top
+from altbeam.model.nets.encoder_cut import FINE_TUNE_FILE, build_top, weights_name
 from altbeam.model.training.common import pad
 from altbeam.model.training.teacher_forcing import TeacherForcing, learning_rate_at
 
@@ -51,7 +51,7 @@ def fine_tune_config(config: ModelConfig, data: FeatureSet) -> ModelConfig:
 def write_settings(run_dir: str, data: FeatureSet, encoder_weights: str | None,
                    config: ModelConfig, encoder_learning_rate: float) -> dict:
     settings = {"encoder": data.encoder, "cut_at": data.cut_at,
-                "encoder_weights": encoder_weights, "learning_rate": config.learning_rate,
+                "encoder_weights": weights_name(encoder_weights), "learning_rate": config.learning_rate,
                 "encoder_learning_rate": encoder_learning_rate, "batchnorm": "frozen"}
     with open(os.path.join(run_dir, FINE_TUNE_FILE), "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=2)

@@ -27,6 +27,7 @@ from altbeam.model.data.concepts import CONCEPTS
 from altbeam.model.data.feature_records import FeatureSet, load_split
 from altbeam.model.data.vocab import Vocabulary
 from altbeam.model.nets.decoder import DECODERS
+from altbeam.model.nets.encoder_cut import cut_weights, weights_name
 from altbeam.model.serving.caption_status import DETECTORS_NPZ
 from altbeam.model.training import concept_inputs as concepts
 from altbeam.model.training import fine_tune as tuning
@@ -76,7 +77,7 @@ def train(config: ModelConfig, features_dir: str, run_dir: str, val_images: int 
     elif config.concept_inputs:
         objective = concepts.ConceptTeacherForcing(config, concept_head, text, embeddings)
         concepts.keep_with_run(run_dir, concept_head, text_record,
-                               _weights_name(encoder_weights))
+                               weights_name(encoder_weights))
     else:
         objective = TeacherForcing(config, embeddings)
     objective.use_data(train_set, vocab)
@@ -208,9 +209,10 @@ def parse_args(argv):
                     "BLOCK` (BatchNorm frozen; docs/training.md)")
     ap.add_argument("--encoder-learning-rate", type=float, help="with --fine-tune: the "
                     "top blocks' learning rate (default 0.1 x --learning-rate), same schedule")
-    ap.add_argument("--encoder-weights", default="imagenet", help="with --fine-tune: the "
-                    ".pth the features were cut with; with --concept-inputs: the .pth whose "
-                    "ImageNet layer scores the concepts ('imagenet': the installed package)")
+    ap.add_argument("--encoder-weights", help="with --fine-tune: the .pth the features "
+                    "were cut with (default: the one their features.json records); with "
+                    "--concept-inputs: the .pth whose ImageNet layer scores the concepts "
+                    "(default 'imagenet': the installed package)")
     ap.add_argument("--concept-text", nargs="+", metavar="CAPTIONS", help="with "
                     "--concept-inputs: text-only caption files trained on beside the images, "
                     "their concepts read from the text (any dataset format)")
@@ -235,11 +237,6 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
-def _weights_name(weights: str | None) -> str:
-    """How a run records encoder weights: "imagenet" (the package's) or an absolute path."""
-    return "imagenet" if weights in (None, "imagenet") else os.path.abspath(weights)
-
-
 def main(argv) -> int:
     args = parse_args(argv)
     if args.scst_from:
@@ -252,14 +249,18 @@ def main(argv) -> int:
         return 0
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     config = ModelConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    # The top must start from the weights its bottom was cut with: their record is the
+    # default (the installed ImageNet package for everything else).
+    weights = args.encoder_weights or (cut_weights(args.features) if args.fine_tune
+                                       else "imagenet")
     head = None
     if config.concept_inputs:
         from altbeam.model.serving.export import concept_head_for
         encoder = load_split(args.features, "train", 1).encoder or config.encoder
-        head = concept_head_for(encoder, args.encoder_weights, args.detectors or None)
+        head = concept_head_for(encoder, weights, args.detectors or None)
     result = train(config, args.features, args.out, args.val_images, args.limit, args.resume,
                    args.glove, args.vocab, args.lm_text, args.lm_exclude, args.lm_epochs,
-                   args.fine_tune, args.encoder_learning_rate, args.encoder_weights, head,
+                   args.fine_tune, args.encoder_learning_rate, weights, head,
                    args.concept_text, args.concept_text_exclude)
     print(f"best validation CIDEr {result['best_val_cider']:.3f}; run folder {args.out}")
     return 0

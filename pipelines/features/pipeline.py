@@ -243,7 +243,8 @@ def run(argv=None) -> dict:
                "channels": channels, "dataset": args.dataset, "splits": splits,
                "images": len(items), "seconds": round(time.time() - start, 1)}
     if args.cut_at is not None:
-        summary.update(cut_at=args.cut_at, weights=args.weights)
+        from altbeam.model.nets.encoder_cut import weights_name
+        summary.update(cut_at=args.cut_at, weights=weights_name(args.weights))
     with FileSystems.create(f"{args.out.rstrip('/')}/features.json") as f:
         f.write(json.dumps(summary, indent=2).encode())
     print(f"altbeam features: done in {summary['seconds']} s", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,18 +14,20 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 from altbeam.model.data.feature_records import load_split
 from altbeam.model.data.vocab import Vocabulary
-from altbeam.model.nets.encoder import build_encoder
+from altbeam.model.nets.encoder import build_encoder, weights_path
 from altbeam.model.nets.encoder_cut import (
     build_bottom,
     build_top,
     fine_tuned_encoder,
     load_trained_top,
     refuse_fine_tuned,
+    run_encoder_weights,
 )
 from altbeam.model.serving.export import export
+from altbeam.model.serving.export import main as export_main
 from altbeam.model.serving.rebuild import rebuild_captioner
 from altbeam.model.training.common import decode_features, load_decoder
-from altbeam.model.training.fine_tune import FineTuning
+from altbeam.model.training.fine_tune import FineTuning, write_settings
 from altbeam.model.training.train import ModelConfig, train
 from altbeam.pipelines.features.pipeline import build as build_features
 
@@ -93,6 +97,7 @@ def test_fine_tuned_run_exports_bottom_plus_trained_top(cut_features, tmp_path):
     assert result["config"]["grid"] == 7 and result["config"]["feature_channels"] == 1280
     settings = json.load(open(os.path.join(run, "fine_tune.json")))
     assert settings["cut_at"] == CUT and settings["batchnorm"] == "frozen"
+    assert settings["encoder_weights"] == "imagenet"
     assert result["history"][0]["encoder_lr"] == pytest.approx(3e-4)
     resumed = train(CONFIG.replace(epochs=2), cut_features, run, val_images=2, resume=True,
                     fine_tune=True)   # restores the top and both optimisers
@@ -134,3 +139,24 @@ def test_cached_grids_do_not_score_a_fine_tuned_run(tmp_path):
     with pytest.raises(SystemExit, match="fine-tuned its encoder"):
         refuse_fine_tuned([str(tmp_path)], "altbeam evaluate --run")
     refuse_fine_tuned([str(tmp_path / "frozen-run")], "altbeam evaluate --run")   # no file
+
+
+def test_export_builds_the_bottom_the_run_was_cut_with(tmp_path, monkeypatch):
+    """A run cut with its own .pth exports on that file unless told otherwise: the
+    installed ImageNet bottom under its top would caption from the wrong features."""
+    weights = tmp_path / "mine.pth"
+    shutil.copy(weights_path("lite0"), weights)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(CONFIG.to_json())
+    monkeypatch.chdir(tmp_path)
+    write_settings(str(run), SimpleNamespace(encoder="lite0", cut_at=CUT), "mine.pth",
+                   CONFIG, 3e-4)
+    monkeypatch.chdir(run)
+    assert json.load(open(run / "fine_tune.json"))["encoder_weights"] == str(weights)
+    assert run_encoder_weights(str(run)) == str(weights)
+    assert run_encoder_weights(str(tmp_path)) == "imagenet"       # a frozen run
+    weights.unlink()
+    with pytest.raises(SystemExit, match=r"mine\.pth, are not there.*--encoder-weights"):
+        export_main([str(run), "--out", str(tmp_path / "model")])
+    assert not (tmp_path / "model").exists()

@@ -3,14 +3,15 @@ float16, from which the encoder's top gives back the grid of the whole encoder."
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 from altbeam.model.data.feature_records import load_split
-from altbeam.model.nets.encoder import build_encoder, lite_cut_shape
-from altbeam.model.nets.encoder_cut import build_top
+from altbeam.model.nets.encoder import build_encoder, lite_cut_shape, weights_path
+from altbeam.model.nets.encoder_cut import build_top, cut_weights
 from altbeam.pipelines.caption.decode import decode_image
 from altbeam.pipelines.features.pipeline import build, encoder_spec, run
 from tests.support.tiny import TINY_ENCODER
@@ -54,14 +55,24 @@ def test_cut_shapes_and_refusals():
         encoder_spec(TINY_ENCODER, 1)
 
 
-def test_the_command_records_the_cut(tmp_path, sample_photos):
+def test_the_command_records_the_cut(tmp_path, sample_photos, monkeypatch):
     photo = sorted(p for p in sample_photos.iterdir() if p.suffix == ".jpg")[0]
     dataset = tmp_path / "captions.jsonl"
     dataset.write_text(json.dumps({"image": str(photo), "caption": "a photo",
                                    "split": "train"}) + "\n")
+    # The weights file named relatively: the record must still find it from elsewhere.
+    (tmp_path / "w").mkdir()
+    shutil.copy(weights_path("lite0"), tmp_path / "w" / "mine.pth")
+    monkeypatch.chdir(tmp_path)
     summary = run([str(dataset), "--out", str(tmp_path / "f"), "--splits", "train",
-                   "--cut-at", "11", "--num-shards", "1"])
+                   "--cut-at", "11", "--num-shards", "1", "--weights", "w/mine.pth"])
     written = json.loads((tmp_path / "f" / "features.json").read_text())
     assert written == summary
     assert (written["cut_at"], written["grid"], written["channels"]) == (11, 14, 112)
     assert load_split(str(tmp_path / "f"), "train").features.shape == (1, 196, 112)
+    monkeypatch.chdir(sample_photos)
+    assert cut_weights(str(tmp_path / "f")) == str(tmp_path / "w" / "mine.pth")
+    # `altbeam train --fine-tune` takes this as its default; a moved file is named.
+    (tmp_path / "w" / "mine.pth").unlink()
+    with pytest.raises(SystemExit, match=r"w/mine\.pth, are not there.*--encoder-weights"):
+        cut_weights(str(tmp_path / "f"))

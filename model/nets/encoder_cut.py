@@ -69,7 +69,9 @@ def assemble_encoder(encoder: str, top: keras.Model,
 def weights_name(weights: str | None) -> str:
     """How features and runs record encoder weights: "imagenet" (the package's) or an
     absolute path, so a record still names the file from another working folder."""
-    return "imagenet" if weights in (None, "imagenet") else os.path.abspath(weights)
+    if weights in (None, "imagenet"):
+        return "imagenet"
+    return weights if "://" in weights else os.path.abspath(weights)
 
 
 def recorded_weights(record: dict | None, where: str) -> str:

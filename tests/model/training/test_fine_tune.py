@@ -22,6 +22,7 @@ from altbeam.model.nets.encoder_cut import (
     load_trained_top,
     refuse_fine_tuned,
     run_encoder_weights,
+    weights_name,
 )
 from altbeam.model.serving.export import export
 from altbeam.model.serving.export import main as export_main
@@ -156,6 +157,8 @@ def test_export_builds_the_bottom_the_run_was_cut_with(tmp_path, monkeypatch):
     assert json.load(open(run / "fine_tune.json"))["encoder_weights"] == str(weights)
     assert run_encoder_weights(str(run)) == str(weights)
     assert run_encoder_weights(str(tmp_path)) == "imagenet"       # a frozen run
+    assert weights_name("gs://bucket/mine.pth") == "gs://bucket/mine.pth"
+    assert weights_name(None) == weights_name("imagenet") == "imagenet"
     weights.unlink()
     with pytest.raises(SystemExit, match=r"mine\.pth, are not there.*--encoder-weights"):
         export_main([str(run), "--out", str(tmp_path / "model")])

@@ -14,7 +14,7 @@ def _tool():
     return load_tool("compare_models")
 
 
-def test_two_models_differences_are_listed_and_both_scored(tmp_path, capsys):
+def test_two_models_differences_are_listed_and_both_scored(tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(0)
     with open(tmp_path / "captions.jsonl", "w") as f:
         for k in range(6):
@@ -33,7 +33,13 @@ def test_two_models_differences_are_listed_and_both_scored(tmp_path, capsys):
     assert set(result["scores"]) == {a, b} and set(result["scores_differing"]) == {a, b}
     assert all(x != y for _, x, y in result["differ"])
     assert f"best caption differs on {len(result['differ'])}" in capsys.readouterr().out
-    # A model against itself: nothing differs, nothing to score apart.
+    assert all("METEOR" in row for row in result["scores"].values())
+    # A model against itself, on a machine without Java: nothing differs, nothing to
+    # score apart, and no METEOR column rather than a made-up one.
+    for name in ("ALTBEAM_JAVA", "JAVA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-java-here"))
     assert tool.main([a, a, dataset, "dev", "--tokenizer", "simple", "--json", str(out)]) == 0
     same = json.load(open(out))
     assert same["differ"] == [] and same["scores_differing"] is None
+    assert all("METEOR" not in row and "CIDEr" in row for row in same["scores"].values())

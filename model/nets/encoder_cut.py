@@ -74,11 +74,12 @@ def weights_name(weights: str | None) -> str:
     return weights if "://" in weights else os.path.abspath(weights)
 
 
-def recorded_weights(record: dict | None, where: str) -> str:
-    """The weights a cut was made with, from its record (features.json, fine_tune.json):
-    the default below the cut, so the bottom is the one the top was trained on. Records
-    from before they named the file mean the installed package, as the default was."""
-    weights = (record or {}).get("weights", (record or {}).get("encoder_weights")) or "imagenet"
+def recorded_weights(recorded: str | None, where: str) -> str:
+    """The weights a cut was made with, as its record ``where`` (features.json,
+    fine_tune.json) names them: the default below the cut, so the bottom is the one the
+    top was trained on. Records from before they named the file (None) mean the
+    installed package, as the default was."""
+    weights = recorded or "imagenet"
     if weights != "imagenet" and not tf.io.gfile.exists(weights):
         raise SystemExit(f"{where}: the encoder weights it was cut with, {weights}, are not "
                          "there (moved?): pass --encoder-weights with that file")
@@ -88,14 +89,16 @@ def recorded_weights(record: dict | None, where: str) -> str:
 def cut_weights(features_dir: str) -> str:
     """The weights cut features were made with (their features.json)."""
     path = f"{features_dir.rstrip('/')}/features.json"
-    record = json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else None
-    return recorded_weights(record, path)
+    record = json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else {}
+    return recorded_weights(record.get("weights"), path)
 
 
 def run_encoder_weights(run_dir: str) -> str:
     """The weights to build a run's encoder from by default: a fine-tuned run's recorded
     bottom, otherwise the installed ImageNet package."""
-    return recorded_weights(read_fine_tune(run_dir), os.path.join(run_dir, FINE_TUNE_FILE))
+    settings = read_fine_tune(run_dir) or {}
+    return recorded_weights(settings.get("encoder_weights"),
+                            os.path.join(run_dir, FINE_TUNE_FILE))
 
 
 def read_fine_tune(run_dir: str) -> dict | None:

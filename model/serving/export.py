@@ -343,8 +343,9 @@ def main(argv) -> int:
         if a.run_dir or a.weights:
             ap.error("--from-saved-model takes no run folders and keeps the model's --weights")
         path = export_from_saved_model(a.from_saved_model, a.out, changes, a.concepts,
-                                       a.encoder_weights or "imagenet", a.detectors, a.concepts_top_k, card,
-                                       a.overwrite, concept_decoding=guide,
+                                       a.encoder_weights or "imagenet", a.detectors,
+                                       a.concepts_top_k, card, a.overwrite,
+                                       concept_decoding=guide,
                                        jit_compile=a.jit_compile)
     else:
         if not a.run_dir:

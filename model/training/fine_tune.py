@@ -51,7 +51,8 @@ def fine_tune_config(config: ModelConfig, data: FeatureSet) -> ModelConfig:
 def write_settings(run_dir: str, data: FeatureSet, encoder_weights: str | None,
                    config: ModelConfig, encoder_learning_rate: float) -> dict:
     settings = {"encoder": data.encoder, "cut_at": data.cut_at,
-                "encoder_weights": weights_name(encoder_weights), "learning_rate": config.learning_rate,
+                "encoder_weights": weights_name(encoder_weights),
+                "learning_rate": config.learning_rate,
                 "encoder_learning_rate": encoder_learning_rate, "batchnorm": "frozen"}
     with open(os.path.join(run_dir, FINE_TUNE_FILE), "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=2)
